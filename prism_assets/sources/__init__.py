@@ -1,0 +1,1 @@
+"""Prompt sources: the registry of datasets, streaming readers, and per-format adapters."""
