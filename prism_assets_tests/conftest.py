@@ -1,0 +1,66 @@
+"""Test session set-up: a registry of the embedded samples plus malformed and clean fixture sources.
+
+PRISM_SOURCES is set before any test module imports prism_assets, because source partitions are
+read from the registry when the Dagster definitions load.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from prism_assets.settings import EMBEDDED_REGISTRY
+
+SESSION_DIR = Path(tempfile.mkdtemp(prefix="prism-tests-"))
+atexit.register(shutil.rmtree, SESSION_DIR, ignore_errors=True)
+
+GOOD_ROWS = [{"id": f"ok-{i}", "messages": [{"role": "user", "content": f"What is {i} + {i}?"}]} for i in range(5)]
+EXPECTED_QUARANTINE = {
+    "empty prompt": 1, "placeholder prompt": 1, "non-text content": 1, "invalid role order": 1,
+    "undecodable text": 1, "invalid JSON": 1, "over context limit": 1, "duplicate id": 1,
+}
+
+
+def _write_fixture_registry(folder: Path) -> Path:
+    lines = [json.dumps(row).encode() for row in GOOD_ROWS]
+    lines += [
+        json.dumps({"id": "empty", "messages": [{"role": "user", "content": "   "}]}).encode(),
+        json.dumps({"id": "placeholder", "dataset": "taco", "split": "train", "index": "17",
+                    "messages": [{"role": "user", "content": "-"}]}).encode(),
+        json.dumps({"id": "image", "messages": [{"role": "user", "content": [{"type": "image", "url": "x"}]}]}).encode(),
+        json.dumps({"id": "order", "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}).encode(),
+        b'{"id": "bad-bytes", "messages": [{"role": "user", "content": "caf\xe9 \xff"}]}',
+        b'{"id": "truncated", "messages": [',
+        json.dumps({"id": "huge", "messages": [{"role": "user", "content": "word " * 40_000}]}).encode(),
+        json.dumps(GOOD_ROWS[0]).encode(),  # duplicate id "ok-0"
+    ]
+    (folder / "messy.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (folder / "clean.jsonl").write_text("\n".join(json.dumps(r) for r in GOOD_ROWS[:3]) + "\n")
+    registry = folder / "registry.yaml"
+    registry.write_text(f"""
+include: [{EMBEDDED_REGISTRY}]
+sources:
+  - {{name: messy, dataset: test/messy, path: messy.jsonl, adapter: messages, options: {{id_field: id}},
+     default_skill_bucket: B4, licence: MIT}}
+  - {{name: clean, dataset: test/clean, path: clean.jsonl, adapter: messages, options: {{id_field: id}},
+     default_skill_bucket: B2, licence: MIT}}
+""")
+    return registry
+
+
+os.environ["PRISM_SOURCES"] = str(_write_fixture_registry(SESSION_DIR))
+os.environ["PRISM_CACHE_DIR"] = os.environ.get("PRISM_CACHE_DIR", str(Path.home() / ".cache" / "prism"))
+(SESSION_DIR / "dagster_home").mkdir()
+(SESSION_DIR / "dagster_home" / "dagster.yaml").write_text("")
+os.environ["DAGSTER_HOME"] = str(SESSION_DIR / "dagster_home")
+
+
+@pytest.fixture()
+def lakehouse_root(tmp_path) -> str:
+    return str(tmp_path / "lakehouse")
