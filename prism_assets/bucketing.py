@@ -25,30 +25,30 @@ CLASSIFIER_VERSION = "lexical-v1"
 EXPECTED_COMPLETION_TOKENS = {"B1": 1536, "B2": 2048, "B3": 2048, "B4": 768, "B5": 1024}
 CTX_UPPER_BOUNDS = (4096, 8192, 16384, 32768)  # inclusive upper bound of C1..C4 in packed tokens
 
-PRIOR_DEFAULT = 0.6  # prior mass on the source's default bucket; the rest is spread evenly
+PRIOR_DEFAULT = 0.5  # prior mass on the source's default bucket; the rest is spread evenly
 
 # (bucket, weight, regex). Evidence = weight * log1p(match count); case-insensitive.
 CUES: list[tuple[str, float, str]] = [
-    ("B2", 1.5, r"\$[^$\n]{1,200}\$|\\frac|\\sqrt|\\boxed|\\begin\{|\\cdot|\\le|\\ge|\\pi|\^\{?\d"),
-    ("B2", 0.7, r"\b(solve|equation|integers?|primes?|probability|polynomial|theorem|prove|calculate|compute|"
+    ("B2", 2.2, r"\$[^$\n]{1,200}\$|\\frac|\\sqrt|\\boxed|\\begin\{|\\cdot|\\le|\\ge|\\pi|\^\{?\d"),
+    ("B2", 1.0, r"\b(solve|equation|integers?|primes?|probability|polynomial|theorem|prove|calculate|compute|"
                 r"sum of|how many|how much|percent|remainder|divisible|fraction|ratio|area|perimeter|radius|"
                 r"triangle|digits?|average|total|cost|each)\b"),
     ("B2", 0.25, r"\d+(?:\.\d+)?"),
-    ("B3", 1.5, r"```|\bdef \w+\(|\bclass \w+|\breturn\b|\bimport \w+|#include|=>|\w+\(\w*\)\s*[{:]|>>>"),
-    ("B3", 0.7, r"\b(python|javascript|java|c\+\+|rust|golang|sql|regex|algorithm|complexity|array|"
+    ("B3", 2.2, r"```|\bdef \w+\(|\bclass \w+|\breturn\b|\bimport \w+|#include|=>|\w+\(\w*\)\s*[{:]|>>>"),
+    ("B3", 1.0, r"\b(python|javascript|java|c\+\+|rust|golang|sql|regex|algorithm|complexity|array|"
                 r"linked list|binary tree|recursion|debug|compile|function|api|implement|code|program|bug|"
                 r"script|input format|output format|test cases?)\b"),
-    ("B4", 0.6, r"\b(write|draft|compose|rewrite|email|letter|poem|story|essay|tweet|blog|respond|reply|tone|"
+    ("B4", 0.9, r"\b(draft|compose|rewrite|email|letter|poem|story|essay|tweet|blog|respond|reply|tone|"
                 r"friendly|polite|formal|casual|persona|pretend|role-?play|act as|advice|help me|can you|"
                 r"could you|please|thanks?|feel|my friend|i want|i need|i'm|i am)\b"),
-    ("B4", 0.9, r"\b(in (exactly |at least |at most |less than |fewer than |no more than )?\d+ "
+    ("B4", 1.35, r"\b(in (exactly |at least |at most |less than |fewer than |no more than )?\d+ "
                 r"(words|sentences|paragraphs|bullet)|bullet points?|markdown|capital letters|lowercase|"
                 r"json format|wrap your (entire )?response|do not use|without using|no commas|"
                 r"highlight at least|title)\b"),
-    ("B5", 0.8, r"\b(what (is|are|was|were)|who (is|was|were)|when (did|was|were)|where (is|was|are)|explain|"
+    ("B5", 1.2, r"\b(what (is|are|was|were)|who (is|was|were)|when (did|was|were)|where (is|was|are)|explain|"
                 r"describe|define|definition|history|why (do|does|is|are|did)|meaning of|tell me about|"
                 r"capital of|invented|discovered|located|population|species|country|century|famous)\b"),
-    ("B1", 0.7, r"\b(plan|planning|compare|contrast|trade-?offs?|pros and cons|should (i|we)|decide|decision|"
+    ("B1", 1.0, r"\b(plan|planning|compare|contrast|trade-?offs?|pros and cons|should (i|we)|decide|decision|"
                 r"strategy|reasoning|consequences?|evaluate|analy[sz]e|prioriti[sz]e|schedule|best way|"
                 r"recommend|suggest|which (is|would be) (better|best)|step[- ]by[- ]step|cause|effect|"
                 r"if .{1,80} then|riddle|puzzle|logic)\b"),

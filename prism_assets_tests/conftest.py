@@ -64,3 +64,16 @@ os.environ["DAGSTER_HOME"] = str(SESSION_DIR / "dagster_home")
 @pytest.fixture()
 def lakehouse_root(tmp_path) -> str:
     return str(tmp_path / "lakehouse")
+
+
+@pytest.fixture(scope="session")
+def materialized(tmp_path_factory):
+    """Every partition of the test registry (embedded samples + fixtures), materialized once."""
+    from prism_assets.demo import materialize_sources
+    from prism_assets.lakehouse import Lakehouse
+    from prism_assets.partitions import active_sources
+    from prism_assets.resources import LakehouseResource
+
+    root = str(tmp_path_factory.mktemp("lakehouse"))
+    results = materialize_sources(list(active_sources()), resources={"lakehouse": LakehouseResource(root=root)})
+    return Lakehouse(root), dict(zip(active_sources(), results))

@@ -16,14 +16,6 @@ from prism_assets.resources import LakehouseResource
 from prism_assets_tests.conftest import EXPECTED_QUARANTINE, GOOD_ROWS
 
 
-@pytest.fixture(scope="session")
-def materialized(tmp_path_factory):
-    """Every partition of the test registry (embedded samples + fixtures), materialized once."""
-    root = str(tmp_path_factory.mktemp("lakehouse"))
-    results = materialize_sources(list(active_sources()), resources={"lakehouse": LakehouseResource(root=root)})
-    return Lakehouse(root), dict(zip(active_sources(), results))
-
-
 def query(lakehouse: Lakehouse, sql: str) -> list[tuple]:
     with duck.connect(lakehouse) as con:
         return con.execute(sql).fetchall()

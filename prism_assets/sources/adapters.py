@@ -152,11 +152,13 @@ def _chat(turns: list[dict], role_key: str, content_key: str, row: dict, options
                 continue
             raise Rejected("invalid role order", f"unknown role {turn.get(role_key)!r}")
         messages.append(_turn(role, turn.get(content_key)))
-    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
-    if last_user is None:
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    if not users:
         raise Rejected("empty prompt", "no user turn found")
-    messages = messages[: last_user + 1] if options.get("keep_history", True) else \
-        [m for m in messages[:last_user] if m["role"] == "developer"] + [messages[last_user]]
+    if options.get("keep_history", True):
+        messages = messages[: users[-1] + 1]
+    else:  # the first user turn, with any system text before it
+        messages = [m for m in messages[: users[0]] if m["role"] == "developer"] + [messages[users[0]]]
     system_field = options.get("system_field")
     system_text = get_path(row, system_field) if system_field else None
     if isinstance(system_text, str) and system_text.strip():
