@@ -7,6 +7,7 @@ worker processes; duplicate-id detection stays in the caller, in stream order.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -60,7 +61,11 @@ def _normalize_row(row: dict, source: Source, config: NormalizeConfig) -> dict:
         raise Rejected(code, parsed.read_error)
     adapted = adapt(source.adapter, parsed.value, source.options)
     messages = [{"role": "system", "content": config.system_prompt, "channel": None}] + adapted.messages
-    conversation_tokens = harmony.render_conversation_tokens(messages)
+    # Harmony renders a conversation as the concatenation of its messages, so the run's fixed system
+    # message is rendered and round-tripped once per process, not once per row.
+    system_tokens, system_round_trips = _rendered_system(config.system_prompt)
+    body_tokens = harmony.render_conversation_tokens(adapted.messages)
+    conversation_tokens = system_tokens + body_tokens
     prompt_tokens = len(conversation_tokens) + len(_completion_suffix())
     if prompt_tokens + config.max_completion_tokens > config.context_limit_tokens:
         raise Rejected(
@@ -77,9 +82,16 @@ def _normalize_row(row: dict, source: Source, config: NormalizeConfig) -> dict:
         "prompt_text": harmony.decode(conversation_tokens) + harmony.decode(_completion_suffix()),
         "prompt_tokens_est": prompt_tokens,
         "num_user_turns": sum(1 for m in messages if m["role"] == "user"),
-        "harmony_roundtrip_ok": harmony.round_trips(messages, conversation_tokens),
+        "harmony_roundtrip_ok": system_round_trips and harmony.round_trips(adapted.messages, body_tokens),
         "licence": adapted.licence or row["licence"],
     }
+
+
+@functools.lru_cache(maxsize=8)
+def _rendered_system(system_prompt: str) -> tuple[list[int], bool]:
+    system = [{"role": "system", "content": system_prompt, "channel": None}]
+    tokens = harmony.render_conversation_tokens(system)
+    return tokens, harmony.round_trips(system, tokens)
 
 
 _SUFFIX: list[int] = []

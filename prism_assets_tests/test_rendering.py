@@ -87,3 +87,11 @@ def test_teacher_chat_tokens_match_the_template_for_ordinary_text(teacher_tokeni
 def test_default_system_prompt_is_gpt_oss_harmony_system_text():
     text = harmony.default_system_prompt()
     assert text.startswith("You are ChatGPT") and "Reasoning: medium" in text and "# Valid channels" in text
+
+
+@settings(max_examples=50, deadline=None)
+@given(conversations())
+def test_harmony_renders_a_conversation_as_the_concatenation_of_its_messages(messages):
+    """normalize relies on this to render the run's fixed system message once per process."""
+    assert harmony.render_conversation_tokens(messages) == (
+        harmony.render_conversation_tokens(messages[:1]) + harmony.render_conversation_tokens(messages[1:]))

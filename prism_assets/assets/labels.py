@@ -36,6 +36,19 @@ def grid_markdown(cells: Counter) -> str:
 def bucket_labels(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> dg.MaterializeResult:
     source = active_sources()[context.partition_key]
     store = lakehouse.get()
+    version, cells, changed = build_labels(store, source)
+    rows = sum(cells.values())
+    return dg.MaterializeResult(metadata=table_metadata(
+        store, "bucket_labels", version, rows,
+        bucket_grid=dg.MetadataValue.md(grid_markdown(cells)),
+        default_bucket=source.default_skill_bucket,
+        relabelled_share=dg.MetadataValue.float(changed / rows if rows else 0.0),
+        classifier_version=bucketing.CLASSIFIER_VERSION,
+    ))
+
+
+def build_labels(store, source) -> tuple[int, Counter, int]:
+    """Write the bucket_labels partition of one source; returns (Delta version, skill×ctx cells, relabelled)."""
     cells: Counter = Counter()
     changed = 0
 
@@ -54,11 +67,4 @@ def bucket_labels(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
         return labels
 
     version = store.replace_partition("bucket_labels", BUCKET_LABELS, batches, "source_dataset", source.name)
-    rows = sum(cells.values())
-    return dg.MaterializeResult(metadata=table_metadata(
-        store, "bucket_labels", version, rows,
-        bucket_grid=dg.MetadataValue.md(grid_markdown(cells)),
-        default_bucket=source.default_skill_bucket,
-        relabelled_share=dg.MetadataValue.float(changed / rows if rows else 0.0),
-        classifier_version=bucketing.CLASSIFIER_VERSION,
-    ))
+    return version, cells, changed
