@@ -13,8 +13,6 @@ from prism_assets.partitions import active_sources
 from prism_assets.resources import LakehouseResource
 from prism_assets.schemas import CTX_BUCKETS
 
-SOURCE_PARTITIONED = ASSETS
-
 
 def materialize_sources(partition_keys: list[str], instance: dg.DagsterInstance | None = None,
                         resources: dict | None = None, raise_on_error: bool = True) -> list[dg.ExecuteInProcessResult]:
@@ -24,7 +22,7 @@ def materialize_sources(partition_keys: list[str], instance: dg.DagsterInstance 
     for key in partition_keys:
         started = time.monotonic()
         result = dg.materialize(
-            [*SOURCE_PARTITIONED, *checks], partition_key=key, instance=instance,
+            [*ASSETS, *checks], partition_key=key, instance=instance,
             resources=resources or {"lakehouse": LakehouseResource()}, raise_on_error=raise_on_error,
         )
         print(f"  {key:<24} {'ok' if result.success else 'FAILED'} in {time.monotonic() - started:5.1f} s",

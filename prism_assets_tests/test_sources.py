@@ -165,3 +165,66 @@ def test_registry_errors_say_what_to_fix(tmp_path, entry, message):
     path.write_text(f"sources:\n  - {entry}\n")
     with pytest.raises(RegistryError, match=message):
         load_registry(path)
+
+
+def _registry_over(tmp_path, file_name: str, extra: str = "") -> list:
+    path = tmp_path / "registry.yaml"
+    path.write_text(f"sources:\n  - {{name: s, dataset: d, path: {file_name}, adapter: flat, "
+                    f"options: {{prompt_field: q, id_field: key}}, default_skill_bucket: B1, licence: MIT{extra}}}\n")
+    return load_registry(path)
+
+
+def test_parquet_json_and_jsonl_files_stream_the_same_rows(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"key": f"k{i}", "q": f"Question {i}?"} for i in range(7)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rows.parquet")
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    for name in ("rows.parquet", "rows.json", "rows.jsonl"):
+        [s] = _registry_over(tmp_path, name)
+        read = list(read_source(s))
+        assert [r.value for r in read] == rows, name
+        assert [r.row_index for r in read] == list(range(7))
+
+
+def test_row_limit_caps_a_source(tmp_path):
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps({"key": i, "q": "x"}) for i in range(50)))
+    [s] = _registry_over(tmp_path, "rows.jsonl", ", limit: 12")
+    assert len(list(read_source(s))) == 12
+
+
+def test_unreadable_lines_are_yielded_with_a_reason_not_dropped(tmp_path):
+    (tmp_path / "rows.jsonl").write_bytes(b'{"key": 1, "q": "ok"}\n{"key": 2, "q": "caf\xe9"}\n{"key": 3,\n')
+    [s] = _registry_over(tmp_path, "rows.jsonl")
+    errors = [r.read_error for r in read_source(s)]
+    assert errors[0] is None
+    assert errors[1].startswith("undecodable text") and errors[2].startswith("invalid JSON")
+
+
+def test_registry_include_pulls_in_other_registries(tmp_path):
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"key": 1, "q": "x"}) + "\n")
+    _registry_over(tmp_path, "rows.jsonl")
+    (tmp_path / "outer.yaml").write_text(f"include: [registry.yaml, {EMBEDDED_REGISTRY}]\n")
+    names = [s.name for s in load_registry(tmp_path / "outer.yaml")]
+    assert names[0] == "s" and "gsm8k" in names
+
+
+def test_hub_sources_stream_through_hf_datasets(tmp_path, monkeypatch):
+    """The hub code path (datasets.load_dataset(..., streaming=True)) on a local dataset folder, offline."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = tmp_path / "hub_dataset" / "data"
+    folder.mkdir(parents=True)
+    rows = [{"problem": f"Compute {i}^2.", "uuid": f"u{i}", "license": "cc-by-4.0"} for i in range(5)]
+    pq.write_table(pa.Table.from_pylist(rows), folder / "train-00000-of-00001.parquet")
+    (tmp_path / "registry.yaml").write_text(
+        f"sources:\n  - {{name: h, dataset: d, hub_id: {folder.parent}, split: train, adapter: flat, "
+        "options: {prompt_field: problem, id_field: uuid, licence_field: license}, default_skill_bucket: B2, licence: x}\n")
+    [s] = load_registry(tmp_path / "registry.yaml")
+    read = list(read_source(s))
+    assert [r.value for r in read] == rows
+    assert adapt(s.adapter, read[3].value, s.options).example_id == "u3"
