@@ -111,7 +111,7 @@ def _sql_literal(value: str) -> str:
 
 def _is_retryable(err: Exception) -> bool:
     text = str(err).lower()
-    return isinstance(err, CommitFailedError) or "conflict" in text or "version" in text and "exists" in text
+    return isinstance(err, CommitFailedError) or "conflict" in text or ("version" in text and "exists" in text)
 
 
 def _conform(schema: pa.Schema, batches: Iterable[pa.RecordBatch | pa.Table]) -> Iterator[pa.RecordBatch]:

@@ -8,6 +8,7 @@ worker processes; duplicate-id detection stays in the caller, in stream order.
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -134,7 +135,9 @@ def normalize_stream(batches: Iterable[list[dict]], source: Source, config: Norm
             pool, quarantine = normalize_rows(fresh, source, config)
             yield pool, quarantine + duplicates
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=harmony.ensure_offline_vocab) as executor:
+    # spawn, not fork: the caller (a Dagster step, a web server) may run threads that fork would copy mid-state
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=harmony.ensure_offline_vocab) as executor:
         pending = []
         for fresh, duplicates in deduplicated():
             pending.append((executor.submit(normalize_rows, fresh, source, config), duplicates))
