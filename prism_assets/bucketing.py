@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prism_assets.schemas import CTX_BUCKETS, SKILL_BUCKETS
+from prism_assets.text import content_text
 
 CLASSIFIER_VERSION = "lexical-v1"
 
@@ -56,14 +57,6 @@ CUES: list[tuple[str, float, str]] = [
 MULTI_TURN_WEIGHT = 1.0  # B4 evidence per extra user turn (multi-turn coherency is assistant policy)
 
 
-def classifier_text(messages: pa.Array) -> pa.Array:
-    """The text the classifier reads: user and developer turns (not the run's fixed system prompt)."""
-    texts = []
-    for conversation in messages.to_pylist():
-        texts.append("\n".join(m["content"] for m in conversation if m["role"] in ("user", "developer")))
-    return pa.array(texts, pa.string())
-
-
 def skill_posterior(texts: pa.Array, default_buckets: list[str], num_user_turns: np.ndarray) -> np.ndarray:
     """Posterior over B1..B5 for each text, shape (n, 5)."""
     n = len(texts)
@@ -90,7 +83,7 @@ def label(pool: pa.Table, default_bucket: str) -> pa.Table:
     """bucket_labels rows for pool rows of one source (columns of schemas.BUCKET_LABELS)."""
     n = pool.num_rows
     posterior = skill_posterior(
-        classifier_text(pool.column("messages").combine_chunks()), [default_bucket] * n,
+        content_text(pool.column("messages").combine_chunks()), [default_bucket] * n,
         pool.column("num_user_turns").to_numpy(zero_copy_only=False).astype(np.int64),
     )
     best = posterior.argmax(axis=1)

@@ -20,13 +20,12 @@ import dagster as dg
 from prism_assets import duck
 from prism_assets.assets.metadata import markdown_table
 from prism_assets.lakehouse import Lakehouse
-from prism_assets.partitions import source_partitions
+from prism_assets.partitions import PARTITION_COLUMNS, partitions_of
 from prism_assets.resources import LakehouseResource
 from prism_assets.settings import SQL_DIR
 
 _HEADER = re.compile(r"^--\s*(description|blocking|severity|scope):\s*(.+?)\s*$", re.M)
 MAX_ROWS_SHOWN = 50
-PARTITION_COLUMN = "source_dataset"
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ def load_sql_checks(folder: Path = SQL_DIR) -> list[SqlCheck]:
 
 def run_sql_check(check: SqlCheck, lakehouse: Lakehouse, partition: str | None = None) -> CheckOutcome:
     """Run one check with DuckDB, on one source partition unless the check's scope is the table."""
-    only = None if check.whole_table or partition is None else (PARTITION_COLUMN, partition)
+    only = None if check.whole_table or partition is None else (PARTITION_COLUMNS[check.asset], partition)
     with duck.connect(lakehouse, only=only) as con:
         result = con.execute(check.sql)
         columns = [d[0] for d in result.description]
@@ -81,7 +80,7 @@ def run_sql_check(check: SqlCheck, lakehouse: Lakehouse, partition: str | None =
 
 def _as_asset_check(check: SqlCheck) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=check.asset, name=check.name, description=check.description, blocking=check.blocking,
-                    compute_kind="duckdb", partitions_def=source_partitions)
+                    compute_kind="duckdb", partitions_def=partitions_of(check.asset))
     def _check(context: dg.AssetCheckExecutionContext, lakehouse: LakehouseResource) -> dg.AssetCheckResult:
         partition = context.partition_key if context.has_partition_key else None
         outcome = run_sql_check(check, lakehouse.get(), partition)

@@ -5,10 +5,15 @@ import dagster as dg
 from prism_assets.assets.ingest import raw_prompts
 from prism_assets.assets.labels import bucket_labels
 from prism_assets.assets.pool import normalized_prompts
+from prism_assets.assets.redundancy import (diversity_caps, near_duplicates, prompt_clusters, prompt_embeddings,
+                                            prompt_minhashes)
 from prism_assets.checks import build_asset_checks
 from prism_assets.resources import LakehouseResource
 
-ASSETS = [raw_prompts, normalized_prompts, bucket_labels]
+SOURCE_STAGE = [raw_prompts, normalized_prompts, bucket_labels, prompt_embeddings, prompt_minhashes]
+CROSS_SOURCE_STAGE = [near_duplicates]  # per source, but reads every source's signatures
+SKILL_STAGE = [prompt_clusters, diversity_caps]
+ASSETS = [*SOURCE_STAGE, *CROSS_SOURCE_STAGE, *SKILL_STAGE]
 
 defs = dg.Definitions(
     assets=ASSETS,

@@ -6,6 +6,7 @@ last committed version, and re-writing a partition replaces exactly that partiti
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -56,7 +57,7 @@ class Lakehouse:
         """
         predicate = f"{partition_column} = '{_sql_literal(partition_key)}'"
         for attempt in range(1, attempts + 1):
-            reader = pa.RecordBatchReader.from_batches(schema, _conform(schema, batches()))
+            reader = pa.RecordBatchReader.from_batches(schema, _conform(schema, _started(batches())))
             try:
                 write_deltalake(
                     self.uri(table),
@@ -103,6 +104,18 @@ class Lakehouse:
             root = Path(self.root)
             names = [p.name for p in root.iterdir() if p.is_dir()] if root.exists() else []
         return sorted(name for name in names if self.exists(name))
+
+
+def _started(batches: Iterable[pa.RecordBatch | pa.Table]) -> Iterator[pa.RecordBatch | pa.Table]:
+    """Pull the first batch now, on the caller's thread.
+
+    deltalake consumes the stream inside its own async runtime, where opening another Delta table
+    (which a producer typically does before its first batch) panics. Starting the producer here runs
+    that set-up outside the runtime.
+    """
+    iterator = iter(batches)
+    first = next(iterator, None)
+    return iterator if first is None else itertools.chain([first], iterator)
 
 
 def _sql_literal(value: str) -> str:

@@ -18,3 +18,17 @@ def active_sources() -> dict[str, Source]:
 
 
 source_partitions = dg.StaticPartitionsDefinition(list(active_sources()))
+
+# Redundancy control clusters and caps prompts of one skill bucket at a time, across all sources.
+skill_partitions = dg.StaticPartitionsDefinition(["B1", "B2", "B3", "B4", "B5"])
+
+# asset -> the column its partition key is stored in (SQL checks narrow their views by it)
+PARTITION_COLUMNS = {
+    "raw_prompts": "source_dataset", "prompt_pool": "source_dataset", "quarantine": "source_dataset",
+    "bucket_labels": "source_dataset", "prompt_embeddings": "source_dataset", "prompt_minhashes": "source_dataset",
+    "near_duplicates": "source_dataset", "prompt_clusters": "skill_bucket", "diversity_caps": "skill_bucket",
+}
+
+
+def partitions_of(asset: str) -> dg.StaticPartitionsDefinition:
+    return skill_partitions if PARTITION_COLUMNS[asset] == "skill_bucket" else source_partitions

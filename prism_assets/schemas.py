@@ -67,9 +67,66 @@ BUCKET_LABELS = pa.schema([
     ("classifier_version", pa.string()),
 ])
 
+PROMPT_EMBEDDINGS = pa.schema([
+    ("id", pa.string()),
+    ("source_dataset", pa.string()),
+    ("embedding", pa.list_(pa.float32())),  # L2-normalized; every row of one embedder has the same length
+    ("embedder", pa.string()),
+    ("embedder_version", pa.string()),
+])
+
+PROMPT_MINHASHES = pa.schema([
+    ("id", pa.string()),
+    ("source_dataset", pa.string()),
+    ("near_dup_hash", pa.string()),  # sha1 of the NFKC, case-folded, whitespace-collapsed prompt text
+    ("minhash", pa.binary()),  # MinHash signature over character 5-gram shingles: 128 little-endian uint32
+])
+
+NEAR_DUPLICATES = pa.schema([
+    ("id", pa.string()),
+    ("source_dataset", pa.string()),
+    ("near_dup_hash", pa.string()),
+    ("dup_group_id", pa.string()),  # the representative's prompt id
+    ("is_representative", pa.bool_()),
+    ("match_type", pa.string()),  # unique | exact | fuzzy
+    ("dup_group_size", pa.int32()),
+    ("dup_group_sources", pa.list_(pa.string())),
+])
+
+PROMPT_CLUSTERS = pa.schema([
+    ("id", pa.string()),
+    ("skill_bucket", pa.string()),
+    ("ctx_bucket", pa.string()),
+    ("cluster_id", pa.string()),  # "<skill>-<ctx>-<nnnn>"
+    ("cluster_size", pa.int32()),
+    ("cluster_rank", pa.int32()),  # 0 = closest to the centroid
+    ("is_semantic_duplicate", pa.bool_()),
+    ("semantic_duplicate_of", pa.string()),
+    ("embedder_version", pa.string()),
+])
+
+DIVERSITY_CAPS = pa.schema([
+    ("id", pa.string()),
+    ("skill_bucket", pa.string()),
+    ("ctx_bucket", pa.string()),
+    ("cluster_id", pa.string()),
+    ("cluster_size", pa.int32()),
+    ("cluster_rank", pa.int32()),
+    ("cap_rank", pa.int32()),  # rank among the cluster's non-duplicates; -1 for semantic duplicates
+    ("within_cap", pa.bool_()),  # eligible in an epoch: not a semantic duplicate and cap_rank < cap
+    ("is_rare_cluster", pa.bool_()),
+    ("max_per_cluster_per_epoch", pa.int32()),
+    ("tail_reserve_share", pa.float32()),
+])
+
 CONTRACTS = {
     "raw_prompts": RAW_PROMPTS,
     "prompt_pool": PROMPT_POOL,
     "quarantine": QUARANTINE,
     "bucket_labels": BUCKET_LABELS,
+    "prompt_embeddings": PROMPT_EMBEDDINGS,
+    "prompt_minhashes": PROMPT_MINHASHES,
+    "near_duplicates": NEAR_DUPLICATES,
+    "prompt_clusters": PROMPT_CLUSTERS,
+    "diversity_caps": DIVERSITY_CAPS,
 }

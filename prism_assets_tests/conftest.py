@@ -27,6 +27,22 @@ EXPECTED_QUARANTINE = {
 }
 
 
+GSM8K_FIRST = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+               "How many clips did Natalia sell altogether in April and May?")
+# Planted duplicates of embedded prompts (other sources), and prompts that must stay distinct.
+PLANTED = {
+    "case-and-space": "  natalia SOLD clips to 48 of her friends in april,   and then she sold half as many clips in May. "
+                      " How many clips did Natalia sell altogether in April and May?  ",
+    "edited-copy": GSM8K_FIRST + " Show your work.",
+    "same-math-problem": None,  # filled with the first MATH problem below: the same problem in two sources
+    "distinct-similar-topic": "Omar sold pens to 12 of his cousins in March, and twice as many pens in June. "
+                              "How many pens did Omar sell in total?",
+    "distinct-other": "Explain why the sky is blue, in two sentences.",
+}
+PLANTED["same-math-problem"] = json.loads(
+    (EMBEDDED_REGISTRY.parent.parent / "data" / "embedded" / "math_train_400.jsonl").read_text().splitlines()[0])["problem"]
+
+
 def _write_fixture_registry(folder: Path) -> Path:
     lines = [json.dumps(row).encode() for row in GOOD_ROWS]
     lines += [
@@ -42,6 +58,8 @@ def _write_fixture_registry(folder: Path) -> Path:
     ]
     (folder / "messy.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     (folder / "clean.jsonl").write_text("\n".join(json.dumps(r) for r in GOOD_ROWS[:3]) + "\n")
+    (folder / "planted.jsonl").write_text("\n".join(json.dumps({"id": key, "question": text})
+                                                    for key, text in PLANTED.items()) + "\n")
     registry = folder / "registry.yaml"
     registry.write_text(f"""
 include: [{EMBEDDED_REGISTRY}]
@@ -50,6 +68,8 @@ sources:
      default_skill_bucket: B4, licence: MIT}}
   - {{name: clean, dataset: test/clean, path: clean.jsonl, adapter: messages, options: {{id_field: id}},
      default_skill_bucket: B2, licence: MIT}}
+  - {{name: planted, dataset: test/planted, path: planted.jsonl, adapter: flat,
+     options: {{id_field: id, prompt_field: question}}, default_skill_bucket: B2, licence: MIT}}
 """)
     return registry
 
@@ -69,11 +89,10 @@ def lakehouse_root(tmp_path) -> str:
 @pytest.fixture(scope="session")
 def materialized(tmp_path_factory):
     """Every partition of the test registry (embedded samples + fixtures), materialized once."""
-    from prism_assets.demo import materialize_sources
+    from prism_assets.demo import materialize_all
     from prism_assets.lakehouse import Lakehouse
-    from prism_assets.partitions import active_sources
     from prism_assets.resources import LakehouseResource
 
     root = str(tmp_path_factory.mktemp("lakehouse"))
-    results = materialize_sources(list(active_sources()), resources={"lakehouse": LakehouseResource(root=root)})
-    return Lakehouse(root), dict(zip(active_sources(), results))
+    results = materialize_all(resources={"lakehouse": LakehouseResource(root=root)}, raise_on_error=False)
+    return Lakehouse(root), results

@@ -10,6 +10,9 @@ import shutil
 import subprocess
 import sys
 
+from prism_assets.partitions import active_sources
+from prism_assets.schemas import CONTRACTS
+
 
 def prism(*args: str, root: str) -> subprocess.CompletedProcess:
     exe = shutil.which("prism") or os.path.join(os.path.dirname(sys.executable), "prism")
@@ -33,7 +36,7 @@ def test_sql_errors_are_explained_and_list_the_tables(materialized):
     lakehouse, _ = materialized
     out = prism("sql", "SELECT * FROM no_such_table", root=lakehouse.root)
     assert out.returncode == 2
-    assert "tables: bucket_labels, prompt_pool, quarantine, raw_prompts" in out.stderr
+    assert "tables: bucket_labels, diversity_caps, near_duplicates" in out.stderr
 
 
 def test_tables_lists_versions_rows_and_partitions(materialized):
@@ -41,8 +44,9 @@ def test_tables_lists_versions_rows_and_partitions(materialized):
     out = prism("tables", root=lakehouse.root)
     assert out.returncode == 0, out.stderr
     lines = {line.split(" | ")[0].strip(): [c.strip() for c in line.split(" | ")] for line in out.stdout.splitlines()[2:-1]}
-    assert set(lines) == {"raw_prompts", "prompt_pool", "quarantine", "bucket_labels"}
-    assert lines["prompt_pool"][3] == "10"  # one partition per source of the test registry
+    assert set(lines) == set(CONTRACTS)
+    assert lines["prompt_pool"][3] == str(len(active_sources()))  # one partition per source of the test registry
+    assert lines["prompt_clusters"][4] == "skill_bucket"
     assert lines["prompt_pool"][4] == "source_dataset"
 
 

@@ -30,3 +30,31 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
 
 def counts_markdown(counts: Mapping[str, int], label: str) -> str:
     return markdown_table([label, "rows"], sorted(counts.items(), key=lambda kv: -kv[1])) if counts else "none"
+
+
+def histogram_markdown(series: Mapping[str, Sequence[int]], title: str, xlabel: str) -> str:
+    """A histogram PNG embedded in Markdown, so the UI shows the plot beside the numbers."""
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 3.2), dpi=90)
+    values = [v for v in series.values() if len(v)]
+    if values:
+        upper = max(max(v) for v in values)
+        bins = range(1, upper + 2) if upper <= 40 else 40
+        axis.hist([list(v) for v in series.values() if len(v)], bins=bins, label=[k for k, v in series.items() if len(v)],
+                  stacked=True)
+        axis.legend(fontsize=8)
+    axis.set_title(title, fontsize=10)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel("clusters")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return f"![{title}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"

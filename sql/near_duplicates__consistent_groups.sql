@@ -1,0 +1,15 @@
+-- description: every duplicate group has one representative (its smallest id) and all source partitions agree on it; it warns while a backfill is part-way, and after a source was added until near_duplicates is re-materialized for every source
+-- scope: table
+-- severity: warn
+SELECT dup_group_id,
+       count(*) FILTER (is_representative) AS representatives,
+       min(id) AS smallest_id,
+       count(DISTINCT dup_group_size) AS distinct_sizes,
+       count(*) AS rows_seen,
+       any_value(dup_group_size) AS recorded_size
+FROM near_duplicates
+GROUP BY dup_group_id
+HAVING count(*) FILTER (is_representative) <> 1
+    OR min(id) <> dup_group_id
+    OR count(DISTINCT dup_group_size) <> 1
+    OR count(*) <> any_value(dup_group_size)
