@@ -19,4 +19,7 @@ defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=build_asset_checks(),
     resources={"lakehouse": LakehouseResource()},
+    # One process per run: parallelism comes from partitions (a backfill runs one run per partition, each
+    # on its own worker) and from worker processes inside heavy assets, not from a process per step.
+    executor=dg.in_process_executor,
 )

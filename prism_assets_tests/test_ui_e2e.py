@@ -132,7 +132,8 @@ def test_backfill_two_source_partitions_from_the_ui(dagster_ui, browser):
                          "the partition selector")[0].click()
             wait_for(lambda: menu_item(partition), 10, f"partition {partition} in the selector").click()
         dialog.find_element(By.XPATH, ".//*[contains(text(), 'Launch runs')]").click()  # close the menu
-        wait_for(lambda: "2 partitions" in dialog.text, 10, "two partitions to be selected")
+        wait_for(lambda: all(p in dialog.text.split("\n") for p in PARTITIONS) and button("Launch backfill").is_enabled(),
+                 10, "both partitions to be selected")
         button("Launch backfill").click()
         link = wait_for(lambda: next((a.get_attribute("href") for a in browser.find_elements(By.TAG_NAME, "a")
                                       if "/runs/b/" in (a.get_attribute("href") or "")), None), 30, "the backfill link")
@@ -150,8 +151,14 @@ def test_backfill_two_source_partitions_from_the_ui(dagster_ui, browser):
     finally:
         browser.save_screenshot(str(scratch / "last_screen.png"))
 
+    # Dagster ran everything downstream of the two partitions: the source stage for gsm8k and humaneval,
+    # cross-source duplicate matching, then clusters and caps for every skill bucket.
     with duck.connect(lakehouse) as con:
         counts = dict(con.execute("SELECT source_dataset, count(*) FROM bucket_labels GROUP BY 1").fetchall())
         raw = dict(con.execute("SELECT source_dataset, count(*) FROM raw_prompts GROUP BY 1").fetchall())
+        [(representatives, clustered, capped)] = con.execute("""
+            SELECT (SELECT count(*) FROM near_duplicates WHERE is_representative),
+                   (SELECT count(*) FROM prompt_clusters), (SELECT count(*) FROM diversity_caps)""").fetchall()
     assert counts == {"gsm8k": 400, "humaneval": 164}
     assert raw == counts  # nothing quarantined in these two sources, nothing else materialized
+    assert representatives == clustered == capped > 500
