@@ -2,7 +2,8 @@
 
 A check query returns the rows worth reporting. If it has a boolean `violation` column, the check fails
 on rows where it is true (and all rows are shown, e.g. a distribution against its targets); otherwise
-every returned row is a violation. Header comments set the rest:
+every returned row is a violation. `sql/every_table__<check>.sql` is instantiated for every contract
+table, with `{table}` replaced by its name. Header comments set the rest:
 
     -- description: what the check guarantees
     -- blocking: true      (a failure stops downstream assets in the same run)
@@ -12,7 +13,7 @@ every returned row is a violation. Header comments set the rest:
 
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dagster as dg
@@ -60,7 +61,18 @@ class CheckOutcome:
 
 
 def load_sql_checks(folder: Path = SQL_DIR) -> list[SqlCheck]:
-    return [SqlCheck.from_file(path) for path in sorted(folder.glob("*.sql"))]
+    """Checks of every SQL file; `every_table__<check>.sql` is one check per contract table (`{table}`)."""
+    from prism_assets.schemas import CONTRACTS
+
+    checks = []
+    for path in sorted(folder.glob("*.sql")):
+        check = SqlCheck.from_file(path)
+        if check.asset == "every_table":
+            checks += [replace(check, asset=table, sql=check.sql.replace("{table}", table),
+                               description=check.description.replace("{table}", table)) for table in CONTRACTS]
+        else:
+            checks.append(check)
+    return checks
 
 
 def run_sql_check(check: SqlCheck, lakehouse: Lakehouse, partition: str | None = None) -> CheckOutcome:

@@ -1,9 +1,9 @@
--- description: prompt_clusters has exactly the contract's columns and types (prism_assets/schemas.py)
+-- description: {table} has exactly the contract's columns and types (prism_assets/schemas.py)
 -- blocking: true
 WITH contract AS (
-    SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'contract_prompt_clusters'
+    SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'contract_{table}'
 ), actual AS (
-    SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'prompt_clusters'
+    SELECT column_name, data_type FROM information_schema.columns WHERE table_name = '{table}'
 )
 SELECT coalesce(contract.column_name, actual.column_name) AS column_name,
        contract.data_type AS contract_type,
