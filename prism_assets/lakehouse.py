@@ -77,15 +77,11 @@ class Lakehouse:
 
     def read_partition(self, table: str, partition_column: str, partition_key: str,
                        columns: list[str] | None = None, batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
-        """Stream one partition of a table as record batches.
-
-        The Delta log is read here, eagerly: deltalake cannot be called from inside another table's
-        write stream, which is where these batches are usually consumed.
-        """
+        """Stream one partition of a table as record batches."""
         dataset = self.table(table).to_pyarrow_dataset()
-        return iter(dataset.to_batches(
+        yield from dataset.to_batches(
             columns=columns, filter=pads.field(partition_column) == partition_key, batch_size=batch_size
-        ))
+        )
 
     def read_table(self, table: str, columns: list[str] | None = None, filter=None) -> pa.Table:
         return self.table(table).to_pyarrow_dataset().to_table(columns=columns, filter=filter)

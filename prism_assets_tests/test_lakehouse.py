@@ -76,3 +76,16 @@ def test_batches_are_cast_to_the_table_contract(tmp_path):
 def test_missing_table_error_says_what_to_materialize(tmp_path):
     with pytest.raises(LookupError, match="materialize the 'prompt_pool' asset"):
         Lakehouse(str(tmp_path)).table("prompt_pool")
+
+
+def test_a_producer_may_read_another_delta_table_lazily(tmp_path):
+    """deltalake drives the stream in its own runtime; the producer's first read must not run there."""
+    lakehouse = Lakehouse(str(tmp_path))
+    lakehouse.replace_partition("source", SCHEMA, rows("a", 4), "source_dataset", "a")
+
+    def copy():
+        for batch in lakehouse.read_partition("source", "source_dataset", "a"):
+            yield batch
+
+    lakehouse.replace_partition("t", SCHEMA, copy, "source_dataset", "a")
+    assert counts(lakehouse) == {"a": 4}

@@ -53,7 +53,6 @@ def build_labels(store, source) -> tuple[int, Counter, int]:
     changed = 0
 
     def batches() -> Iterator[pa.Table]:
-        # Open the input here, outside the write stream (see Lakehouse.read_partition).
         pool = store.read_partition("prompt_pool", "source_dataset", source.name, columns=POOL_COLUMNS)
         cells.clear()
         return map(label_batch, pool)

@@ -31,12 +31,8 @@ def build_pool(store, source, config: NormalizeConfig, workers: int, log=None) -
         scratch_file = os.path.join(scratch, "quarantine.parquet")
 
         def pool_batches() -> Iterator[pa.RecordBatch]:
-            # Open the input here, outside the write stream (see Lakehouse.read_partition).
-            raw = store.read_partition("raw_prompts", "source_dataset", source.name)
             stats.update(raw=0, pool=0, quarantine=Counter(), roundtrip_failures=0)
-            return normalized_batches(b.to_pylist() for b in raw)
-
-        def normalized_batches(raw: Iterator[list[dict]]) -> Iterator[pa.RecordBatch]:
+            raw = (b.to_pylist() for b in store.read_partition("raw_prompts", "source_dataset", source.name))
             with pq.ParquetWriter(scratch_file, QUARANTINE) as quarantine_writer:
                 for pool, quarantine in normalize_stream(raw, source, config, workers):
                     stats["raw"] += len(pool) + len(quarantine)
