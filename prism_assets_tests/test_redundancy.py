@@ -116,3 +116,20 @@ def test_every_representative_is_clustered_once_and_caps_hold(materialized):
         buckets = dict(con.execute("SELECT skill_bucket, count(DISTINCT cluster_id) FROM prompt_clusters GROUP BY 1").fetchall())
     assert representatives == clustered and over_cap == 0
     assert set(buckets) == {"B1", "B2", "B3", "B4", "B5"}
+
+
+def test_rematerializing_clusters_gives_the_same_cluster_ids(materialized):
+    from prism_assets.definitions import SKILL_STAGE
+    from prism_assets.demo import materialize_partitions
+    from prism_assets.resources import LakehouseResource
+
+    lakehouse, _ = materialized
+    query = "SELECT id, cluster_id, cluster_rank FROM prompt_clusters WHERE skill_bucket = 'B2' ORDER BY id"
+    with duck.connect(lakehouse) as con:
+        before = con.execute(query).fetchall()
+    version = lakehouse.table("prompt_clusters").version()
+    materialize_partitions(SKILL_STAGE, ["B2"], resources={"lakehouse": LakehouseResource(root=lakehouse.root)})
+    with duck.connect(lakehouse) as con:
+        after = con.execute(query).fetchall()
+    assert lakehouse.table("prompt_clusters").version() == version + 1
+    assert after == before and len(before) > 800
