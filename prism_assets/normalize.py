@@ -95,16 +95,12 @@ def _rendered_system(system_prompt: str) -> tuple[list[int], bool]:
     return tokens, harmony.round_trips(system, tokens)
 
 
-_SUFFIX: list[int] = []
-
-
-def _completion_suffix() -> list[int]:
+@functools.lru_cache(maxsize=1)
+def _completion_suffix() -> tuple[int, ...]:
     """Tokens that open the assistant's turn (`<|start|>assistant`), appended to every prompt."""
-    if not _SUFFIX:
-        probe = [{"role": "user", "content": "x", "channel": None}]
-        full = harmony.render_prompt_tokens(probe)
-        _SUFFIX.extend(full[len(harmony.render_conversation_tokens(probe)):])
-    return _SUFFIX
+    probe = [{"role": "user", "content": "x", "channel": None}]
+    full = harmony.render_prompt_tokens(probe)
+    return tuple(full[len(harmony.render_conversation_tokens(probe)):])
 
 
 def split_duplicates(rows: Iterable[dict], seen: set[str]) -> tuple[list[dict], list[dict]]:
