@@ -21,7 +21,7 @@ import dagster as dg
 from prism_assets import duck
 from prism_assets.assets.metadata import markdown_table
 from prism_assets.lakehouse import Lakehouse
-from prism_assets.partitions import PARTITION_COLUMNS, partitions_of
+from prism_assets.partitions import partition_filter, partitions_of
 from prism_assets.resources import LakehouseResource
 from prism_assets.settings import SQL_DIR
 
@@ -76,8 +76,8 @@ def load_sql_checks(folder: Path = SQL_DIR) -> list[SqlCheck]:
 
 
 def run_sql_check(check: SqlCheck, lakehouse: Lakehouse, partition: str | None = None) -> CheckOutcome:
-    """Run one check with DuckDB, on one source partition unless the check's scope is the table."""
-    only = None if check.whole_table or partition is None else (PARTITION_COLUMNS[check.asset], partition)
+    """Run one check with DuckDB, on one partition unless the check's scope is the table."""
+    only = None if check.whole_table or partition is None else partition_filter(check.asset, partition)
     with duck.connect(lakehouse, only=only) as con:
         result = con.execute(check.sql)
         columns = [d[0] for d in result.description]

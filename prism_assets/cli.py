@@ -2,6 +2,9 @@
 
     prism sql "SELECT skill_bucket, count(*) FROM bucket_labels GROUP BY 1"   [--format table|csv|json]
     prism tables
+    prism manifest show [--phase P1] [--round 0]
+    prism manifest rebuild <run_id> [--output rebuilt.parquet]
+    prism manifest export --phase P1 --round 0 --output p1.jsonl   [--format jsonl|parquet]
     prism demo
 """
 
@@ -61,6 +64,46 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_manifest_show(args: argparse.Namespace) -> int:
+    from prism_assets.manifest_report import report
+
+    print(report(_lakehouse(args), args.phase, args.round))
+    return 0
+
+
+def cmd_manifest_rebuild(args: argparse.Namespace) -> int:
+    """Recompute a recorded manifest run from its config and pinned input versions; exit 1 if it differs."""
+    from prism_assets import manifest
+
+    lakehouse = _lakehouse(args)
+    try:
+        rebuilt, record = manifest.rebuild(lakehouse, args.run_id)
+    except LookupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    ok = rebuilt.record["rows_sha256"] == record["rows_sha256"]
+    print(f"run {record['run_id']} ({record['phase']} round {record['round']}), inputs {record['input_versions_json']}")
+    print(f"recorded: {record['rows']:,} rows sha256 {record['rows_sha256']}")
+    print(f"rebuilt:  {rebuilt.manifest.num_rows:,} rows sha256 {rebuilt.record['rows_sha256']}")
+    print("identical" if ok else "DIFFERENT: an input version may have been vacuumed, or the code changed "
+          f"(recorded with prism-assets {record['prism_version']})")
+    if args.output:
+        import pyarrow.parquet as pq
+
+        pq.write_table(rebuilt.manifest, args.output)
+        print(f"wrote {args.output}")
+    return 0 if ok else 1
+
+
+def cmd_manifest_export(args: argparse.Namespace) -> int:
+    """The manifest joined with its prompts, in stream order, as a file a trainer streams."""
+    from prism_assets.manifest_export import export
+
+    rows = export(_lakehouse(args), args.phase, args.round, args.output, args.format)
+    print(f"wrote {rows:,} rows of {args.phase} round {args.round} to {args.output}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from prism_assets.demo import main
 
@@ -92,6 +135,22 @@ def build_parser() -> argparse.ArgumentParser:
     sql.set_defaults(func=cmd_sql)
     sub.add_parser("tables", help="list tables with Delta version, rows and partitions").set_defaults(
         func=cmd_tables)
+    manifest = sub.add_parser("manifest", help="inspect, rebuild and export sampling manifests").add_subparsers(
+        dest="manifest_command", required=True)
+    show = manifest.add_parser("show", help="achieved vs target grid, mix vs the seed, clusters, difficulty")
+    show.add_argument("--phase", choices=["P1", "P2", "P3", "P4"])
+    show.add_argument("--round", type=int)
+    show.set_defaults(func=cmd_manifest_show)
+    rebuild = manifest.add_parser("rebuild", help="recompute a run from its record and verify identical rows")
+    rebuild.add_argument("run_id", help="a manifest_runs.run_id (a unique prefix is enough)")
+    rebuild.add_argument("--output", help="also write the rebuilt rows to this Parquet file")
+    rebuild.set_defaults(func=cmd_manifest_rebuild)
+    export = manifest.add_parser("export", help="manifest rows + prompts in stream order, for a trainer")
+    export.add_argument("--phase", required=True, choices=["P1", "P2", "P3", "P4"])
+    export.add_argument("--round", type=int, default=0)
+    export.add_argument("--output", required=True)
+    export.add_argument("--format", choices=["jsonl", "parquet"], help="default: from the output's suffix")
+    export.set_defaults(func=cmd_manifest_export)
     sub.add_parser("demo", help="materialize the demo lakehouse and print a summary").set_defaults(
         func=cmd_demo)
     return parser

@@ -8,15 +8,22 @@ import time
 import dagster as dg
 
 from prism_assets import duck
-from prism_assets.definitions import ASSETS, CROSS_SOURCE_STAGE, SKILL_STAGE, SOURCE_STAGE, defs
+from prism_assets.definitions import (ASSETS, CROSS_SOURCE_STAGE, MANIFEST_STAGE, SKILL_STAGE, SOURCE_STAGE,
+                                      VALIDATION_STAGE, defs)
 from prism_assets.partitions import active_sources
 from prism_assets.resources import LakehouseResource
-from prism_assets.schemas import CTX_BUCKETS, SKILL_BUCKETS
+from prism_assets.schemas import CTX_BUCKETS, PHASES, SKILL_BUCKETS, VALIDATION_SUITES
+
+# The bundled samples hold a few million tokens, so the demo's manifests share a small budget
+# instead of the seed's 750M (which would leave every cell short).
+DEMO_TOKEN_BUDGET = 2_000_000
+DEMO_MANIFEST_CONFIG = {"ops": {"sampling_manifest": {"config": {"token_budget": DEMO_TOKEN_BUDGET}}}}
 
 
 def materialize_partitions(stage: list, partition_keys: list[str], instance: dg.DagsterInstance | None = None,
                            resources: dict | None = None, raise_on_error: bool = True,
-                           log_level: str = "INFO") -> list[dg.ExecuteInProcessResult]:
+                           log_level: str = "INFO", run_config: dict | None = None
+                           ) -> list[dg.ExecuteInProcessResult]:
     """Run the assets of one stage, with their SQL checks, for each partition key."""
     selection = dg.AssetSelection.assets(*stage)
     results = []
@@ -25,7 +32,7 @@ def materialize_partitions(stage: list, partition_keys: list[str], instance: dg.
         result = dg.materialize(
             [*ASSETS, *(defs.asset_checks or [])], selection=selection, partition_key=key, instance=instance,
             resources=resources or {"lakehouse": LakehouseResource()}, raise_on_error=raise_on_error,
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            run_config={**(run_config or {}), "loggers": {"console": {"config": {"log_level": log_level}}}},
         )
         print(f"  {key:<24} {'ok' if result.success else 'FAILED'} in {time.monotonic() - started:5.1f} s",
               flush=True)
@@ -34,18 +41,24 @@ def materialize_partitions(stage: list, partition_keys: list[str], instance: dg.
 
 
 def materialize_all(instance: dg.DagsterInstance | None = None, resources: dict | None = None,
-                    raise_on_error: bool = True, log_level: str = "INFO") -> dict[str, list]:
-    """The whole lakehouse in dependency order: per source, then cross-source matching, then per skill bucket."""
+                    raise_on_error: bool = True, log_level: str = "INFO",
+                    manifest_config: dict | None = None) -> dict[str, list]:
+    """The whole lakehouse in dependency order: per source, cross-source matching, per skill bucket,
+    validation suites, then the round-0 manifest of every curriculum phase."""
     sources = list(active_sources())
     stages = {
-        "sources (ingest, normalize, bucket, embed, sign)": (SOURCE_STAGE, sources),
-        "duplicates across sources": (CROSS_SOURCE_STAGE, sources),
-        "clusters and caps per skill bucket": (SKILL_STAGE, list(SKILL_BUCKETS)),
+        "sources (ingest, normalize, bucket, embed, sign)": (SOURCE_STAGE, sources, None),
+        "duplicates across sources": (CROSS_SOURCE_STAGE, sources, None),
+        "clusters and caps per skill bucket": (SKILL_STAGE, list(SKILL_BUCKETS), None),
+        "validation suites": (VALIDATION_STAGE, list(VALIDATION_SUITES), None),
+        "sampling manifest, round 0 (uniform within quotas)": (
+            MANIFEST_STAGE, [f"{phase}|0" for phase in PHASES], manifest_config or DEMO_MANIFEST_CONFIG),
     }
     results = {}
-    for title, (stage, keys) in stages.items():
+    for title, (stage, keys, run_config) in stages.items():
         print(f"{title}:", flush=True)
-        results[title] = materialize_partitions(stage, keys, instance, resources, raise_on_error, log_level)
+        results[title] = materialize_partitions(stage, keys, instance, resources, raise_on_error, log_level,
+                                                run_config)
     return results
 
 
@@ -53,11 +66,11 @@ def summary(lakehouse) -> str:
     """Rows per table and the skill × ctx grid, as text (queried with DuckDB, like a user would)."""
     lines = []
     with duck.connect(lakehouse) as con:
-        lines.append(f"{'table':<16} {'rows':>8} {'partitions':>10}")
+        lines.append(f"{'table':<18} {'rows':>8} {'partitions':>10}")
         for table in lakehouse.tables():
-            [column] = lakehouse.table(table).metadata().partition_columns
-            rows, parts = con.execute(f'SELECT count(*), count(DISTINCT "{column}") FROM "{table}"').fetchone()
-            lines.append(f"{table:<16} {rows:>8} {parts:>10}")
+            columns = ", ".join(f'"{c}"' for c in lakehouse.table(table).metadata().partition_columns)
+            rows, parts = con.execute(f'SELECT count(*), count(DISTINCT ({columns})) FROM "{table}"').fetchone()
+            lines.append(f"{table:<18} {rows:>8} {parts:>10}")
         grid = con.execute(f"""
             PIVOT (SELECT skill_bucket, ctx_bucket FROM bucket_labels)
             ON ctx_bucket IN ({", ".join(repr(c) for c in CTX_BUCKETS)}) USING count(*)
@@ -85,6 +98,14 @@ def summary(lakehouse) -> str:
                     FROM diversity_caps GROUP BY 1 ORDER BY 1""").fetchall():
                 lines.append(f"  {skill}: {clusters} clusters, {prompts} prompts, {eligible} eligible, "
                              f"{rare} in the rare tail")
+        if "validation_sets" in lakehouse.tables():
+            suites = con.execute("SELECT suite, count(*) FROM validation_sets GROUP BY 1 ORDER BY 1").fetchall()
+            lines.append("validation suites (held out of every manifest): "
+                         + ", ".join(f"{suite}: {n}" for suite, n in suites))
+    if "manifest_quotas" in lakehouse.tables():
+        from prism_assets.manifest_report import report
+
+        lines += ["", report(lakehouse, round_=0)]
     return "\n".join(lines)
 
 

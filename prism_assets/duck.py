@@ -31,11 +31,11 @@ def delta_extension_path() -> str:
 
 
 def connect(lakehouse: Lakehouse | None = None, database: str = ":memory:",
-            only: tuple[str, str] | None = None) -> duckdb.DuckDBPyConnection:
+            only: list[tuple[str, str]] | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the delta extension loaded and one view per lakehouse table.
 
-    `only=(column, value)` narrows every table that has that column to one partition, so a check
-    run for one partition is not confused by other partitions being written at the same time.
+    `only=[(column, value), ...]` narrows every table that has those columns to one partition, so a
+    check run for one partition is not confused by other partitions being written at the same time.
     """
     con = duckdb.connect(database)
     con.execute(f"LOAD '{delta_extension_path()}'")
@@ -45,7 +45,7 @@ def connect(lakehouse: Lakehouse | None = None, database: str = ":memory:",
 
 
 def register_views(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse,
-                   only: tuple[str, str] | None = None) -> list[str]:
+                   only: list[tuple[str, str]] | None = None) -> list[str]:
     """(Re)create a view per Delta table, plus `mixture_targets`; object stores go through deltalake."""
     from prism_assets import schemas
     from prism_assets.mixture import mixture_targets_table
@@ -60,8 +60,9 @@ def register_views(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse,
             relation = f'"__arrow_{name}"'
         else:
             relation = "delta_scan('{}')".format(lakehouse.uri(name).replace("'", "''"))
-        where = ""
-        if only and only[0] in lakehouse.table(name).schema().to_arrow().names:
-            where = " WHERE \"{}\" = '{}'".format(only[0], only[1].replace("'", "''"))
+        columns = set(lakehouse.table(name).schema().to_arrow().names)
+        narrowed = [(column, value) for column, value in only or [] if column in columns]
+        where = " WHERE " + " AND ".join(
+            "\"{}\" = '{}'".format(column, value.replace("'", "''")) for column, value in narrowed) if narrowed else ""
         con.execute(f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM {relation}{where}')
     return names

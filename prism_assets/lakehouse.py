@@ -33,9 +33,10 @@ class Lakehouse:
     def exists(self, table: str) -> bool:
         return DeltaTable.is_deltatable(self.uri(table), storage_options=self.storage_options)
 
-    def table(self, table: str) -> DeltaTable:
+    def table(self, table: str, version: int | None = None) -> DeltaTable:
+        """The Delta table, at `version` when given (time travel, for rebuilding from a run record)."""
         try:
-            return DeltaTable(self.uri(table), storage_options=self.storage_options)
+            return DeltaTable(self.uri(table), version=version, storage_options=self.storage_options)
         except TableNotFoundError as err:
             raise LookupError(
                 f"Delta table {self.uri(table)!r} does not exist yet: materialize the {table!r} asset first."
@@ -46,23 +47,26 @@ class Lakehouse:
         table: str,
         schema: pa.Schema,
         batches: BatchSource,
-        partition_column: str,
-        partition_key: str,
+        partition_column: str | tuple[str, ...],
+        partition_key: str | int | tuple[str | int, ...],
         attempts: int = 5,
     ) -> int:
         """Atomically replace one partition with the batches; returns the new Delta version.
 
+        A partition is one value of one column, or one value per column of a tuple of columns.
         `batches` is a factory, so a commit that loses a race with a concurrent writer of another
         partition (optimistic concurrency) can be retried with a fresh stream.
         """
-        predicate = f"{partition_column} = '{_sql_literal(partition_key)}'"
+        columns = (partition_column,) if isinstance(partition_column, str) else tuple(partition_column)
+        keys = (partition_key,) if len(columns) == 1 and not isinstance(partition_key, tuple) else partition_key
+        predicate = " AND ".join(f"{column} = {_sql_literal(key)}" for column, key in zip(columns, keys, strict=True))
         for attempt in range(1, attempts + 1):
             reader = pa.RecordBatchReader.from_batches(schema, _conform(schema, _started(batches())))
             try:
                 write_deltalake(
                     self.uri(table),
                     reader,
-                    partition_by=[partition_column],
+                    partition_by=list(columns),
                     mode="overwrite",
                     predicate=predicate if self.exists(table) else None,
                     storage_options=self.storage_options,
@@ -83,8 +87,15 @@ class Lakehouse:
             columns=columns, filter=pads.field(partition_column) == partition_key, batch_size=batch_size
         )
 
-    def read_table(self, table: str, columns: list[str] | None = None, filter=None) -> pa.Table:
-        return self.table(table).to_pyarrow_dataset().to_table(columns=columns, filter=filter)
+    def read_table(self, table: str, columns: list[str] | None = None, filter=None,
+                   version: int | None = None) -> pa.Table:
+        return self.table(table, version).to_pyarrow_dataset().to_table(columns=columns, filter=filter)
+
+    def append(self, table: str, schema: pa.Schema, rows: pa.Table, partition_by: list[str]) -> int:
+        """Append rows in one commit (for logs such as run records); returns the new Delta version."""
+        write_deltalake(self.uri(table), rows.select(schema.names).cast(schema), partition_by=partition_by,
+                        mode="append", storage_options=self.storage_options)
+        return self.table(table).version()
 
     def tables(self) -> list[str]:
         """Names of the Delta tables directly under the root (local roots only list the folder)."""
@@ -114,8 +125,8 @@ def _started(batches: Iterable[pa.RecordBatch | pa.Table]) -> Iterator[pa.Record
     return iterator if first is None else itertools.chain([first], iterator)
 
 
-def _sql_literal(value: str) -> str:
-    return value.replace("'", "''")
+def _sql_literal(value: str | int) -> str:
+    return str(value) if isinstance(value, int) else "'" + value.replace("'", "''") + "'"
 
 
 def _is_retryable(err: Exception) -> bool:

@@ -119,6 +119,88 @@ DIVERSITY_CAPS = pa.schema([
     ("tail_reserve_share", pa.float32()),
 ])
 
+VALIDATION_SUITES = ("kl_slice", "reasoning", "format")
+PHASES = ("P1", "P2", "P3", "P4")
+
+VALIDATION_SETS = pa.schema([
+    ("prompt_id", pa.string()),  # prompt_pool.id
+    ("suite", pa.string()),  # one of VALIDATION_SUITES = partition key
+    ("source_dataset", pa.string()),
+    ("skill_bucket", pa.string()),
+    ("ctx_bucket", pa.string()),
+    ("dup_group_id", pa.string()),  # its near-duplicate group: every member is excluded from manifests
+    ("messages", pa.list_(MESSAGE_TYPE)),
+    ("prompt_text", pa.string()),
+    ("prompt_tokens_est", pa.int32()),
+    ("reference_answer", pa.string()),  # reasoning: the answer the checker compares against
+    ("checker", pa.string()),  # checkers.check() name: gsm8k | math_boxed | ifeval; null for kl_slice
+    ("checker_args", pa.string()),  # JSON arguments of the checker (IFEval instructions)
+    ("selection_seed", pa.int64()),
+])
+
+SAMPLING_MANIFEST = pa.schema([
+    ("prompt_id", pa.string()),  # prompt_pool.id
+    ("phase", pa.string()),  # curriculum phase P1..P4 (partition)
+    ("round", pa.int32()),  # scorer round; 0 = uniform within quotas (partition)
+    ("cell", pa.string()),  # "<skill>/<ctx>" quota cell
+    ("skill_bucket", pa.string()),
+    ("ctx_bucket", pa.string()),
+    ("cluster_id", pa.string()),
+    ("epoch", pa.int32()),  # pass over the cell's eligible prompts; cluster caps hold per epoch
+    ("stream_order", pa.int64()),  # 0-based position in the phase's training stream
+    ("sampling_weight", pa.float64()),  # exp(tau * utility_score) * difficulty factor
+    ("utility_score", pa.float32()),
+    ("difficulty_proxy", pa.float32()),  # 0 easy .. 1 hard, percentile within the cell
+    ("expected_tokens", pa.int32()),  # prompt + expected completion tokens (bucket_labels.packed_tokens_est)
+    ("is_tail", pa.bool_()),  # drawn for the epsilon diversity tail (cluster-balanced, blind to utility)
+    ("run_id", pa.string()),  # manifest_runs.run_id that produced the row
+])
+
+MANIFEST_QUOTAS = pa.schema([
+    ("phase", pa.string()),
+    ("round", pa.int32()),
+    ("cell", pa.string()),
+    ("skill_bucket", pa.string()),
+    ("ctx_bucket", pa.string()),
+    ("target_tokens", pa.int64()),
+    ("achieved_tokens", pa.int64()),
+    ("shortfall_tokens", pa.int64()),  # target the cell's prompts could not fill within max_epochs
+    ("available_prompts", pa.int64()),  # eligible after caps and validation exclusion
+    ("available_tokens", pa.int64()),  # tokens of one pass over the available prompts
+    ("rare_available_prompts", pa.int64()),
+    ("selected_rows", pa.int64()),
+    ("tail_tokens", pa.int64()),
+    ("epochs_used", pa.int32()),
+    ("clusters_available", pa.int32()),
+    ("clusters_sampled", pa.int32()),
+    ("max_prompt_tokens", pa.int32()),  # the largest single prompt of the cell (bounds the overshoot)
+    ("run_id", pa.string()),
+])
+
+MANIFEST_RUNS = pa.schema([
+    ("run_id", pa.string()),  # sha256 of config + input versions: same inputs, same id
+    ("phase", pa.string()),
+    ("round", pa.int32()),
+    ("created_at", pa.timestamp("us", tz="UTC")),
+    ("dagster_run_id", pa.string()),
+    ("config_json", pa.string()),  # every sampling setting, the mixture and the curriculum
+    ("input_versions_json", pa.string()),  # Delta version of every input table read
+    ("seed", pa.int64()),
+    ("rows", pa.int64()),
+    ("tokens", pa.int64()),
+    ("rows_sha256", pa.string()),  # digest of the manifest rows; a rebuild must reproduce it
+    ("prism_version", pa.string()),
+])
+
+# Written by the valuation stage (per-bucket scorer heads); rounds >= 1 of the manifest read it.
+PROMPT_UTILITY = pa.schema([
+    ("id", pa.string()),
+    ("round", pa.int32()),  # the manifest round these scores feed
+    ("utility_score", pa.float32()),  # in [0, 1]
+    ("difficulty_proxy", pa.float32()),  # optional; null = use the manifest's length proxy
+    ("scorer_version", pa.string()),
+])
+
 CONTRACTS = {
     "raw_prompts": RAW_PROMPTS,
     "prompt_pool": PROMPT_POOL,
@@ -129,4 +211,8 @@ CONTRACTS = {
     "near_duplicates": NEAR_DUPLICATES,
     "prompt_clusters": PROMPT_CLUSTERS,
     "diversity_caps": DIVERSITY_CAPS,
+    "validation_sets": VALIDATION_SETS,
+    "sampling_manifest": SAMPLING_MANIFEST,
+    "manifest_quotas": MANIFEST_QUOTAS,
+    "manifest_runs": MANIFEST_RUNS,
 }

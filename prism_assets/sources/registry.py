@@ -33,6 +33,8 @@ class Source:
     limit: int | None = None
     assemble: str | None = None  # "oasst_tree": rebuild message trees from one-row-per-message data
     options: dict[str, Any] = field(default_factory=dict)
+    # Where a row keeps what a validation checker needs, e.g. {checker: gsm8k, field: answer}
+    reference: dict[str, Any] | None = None
 
     @property
     def uri(self) -> str:
@@ -82,6 +84,12 @@ def _parse_entry(entry: dict[str, Any], registry_path: Path) -> Source:
         raise RegistryError(f"{where}: adapter must be one of {sorted(ADAPTERS)}, got {entry.get('adapter')!r}")
     if entry.get("default_skill_bucket") not in SKILL_BUCKETS:
         raise RegistryError(f"{where}: default_skill_bucket must be one of {SKILL_BUCKETS}")
+    reference = entry.get("reference")
+    if reference is not None:
+        from prism_assets.checkers import SUITE_OF_CHECKER
+
+        if not isinstance(reference, dict) or reference.get("checker") not in SUITE_OF_CHECKER:
+            raise RegistryError(f"{where}: reference must be a mapping with checker one of {sorted(SUITE_OF_CHECKER)}")
     raw_paths = entry.get("paths") or ([entry["path"]] if entry.get("path") else [])
     paths = tuple(str((registry_path.parent / p).resolve()) if "://" not in p else p for p in raw_paths)
     if bool(paths) == bool(entry.get("hub_id")):
