@@ -235,7 +235,8 @@ def ifeval_instructions(instruction_ids: list[str], kwargs: list[dict]) -> list[
 
 
 def check_ifeval(instructions: list[dict], response: str) -> bool:
-    return all(IFEVAL[item["id"]](response, **item["kwargs"]) for item in instructions)
+    """Strict IFEval: an empty response follows no instruction."""
+    return bool(response.strip()) and all(IFEVAL[item["id"]](response, **item["kwargs"]) for item in instructions)
 
 
 # ------------------------------------------------------------------------------------------- dispatch

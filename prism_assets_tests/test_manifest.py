@@ -126,7 +126,7 @@ def test_later_rounds_sample_by_utility_and_say_when_scores_are_missing(private_
     [failed] = materialize_partitions(MANIFEST_STAGE, ["P1|2"], resources=resources, run_config=config,
                                       raise_on_error=False)
     assert not failed.success
-    message = str([e.event_specific_data.error.message for e in failed.all_events if e.is_step_failure])
+    message = str([e.event_specific_data.error.to_string() for e in failed.all_events if e.is_step_failure])
     assert "prompt_utility has no scores for round 2" in message
 
 

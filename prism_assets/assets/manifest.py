@@ -95,8 +95,11 @@ def sampling_manifest(context: dg.AssetExecutionContext, config: ManifestConfig,
     store = lakehouse.get()
     keys = dict(partition_filter("sampling_manifest", context.partition_key))
     phase, round_ = keys["phase"], int(keys["round"])
-    plan = plan_for(config, store)
-    built = manifest.build(store, plan, phase, round_, dagster_run_id=context.run_id)
+    try:
+        plan = plan_for(config, store)
+        built = manifest.build(store, plan, phase, round_, dagster_run_id=context.run.run_id)
+    except sampling.PlanError as err:  # a configuration or missing-input problem: say what to do, no stack
+        raise dg.Failure(description=str(err)) from err
     context.log.info(f"{phase} round {round_}: {built.manifest.num_rows:,} rows, {built.record['tokens']:,} tokens, "
                      f"{built.excluded_for_validation} held out for validation, run {built.record['run_id']}")
     where = ("phase", "round"), (phase, round_)
