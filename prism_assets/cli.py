@@ -5,6 +5,7 @@
     prism manifest show [--phase P1] [--round 0]
     prism manifest rebuild <run_id> [--output rebuilt.parquet]
     prism manifest export --phase P1 --round 0 --output p1.jsonl   [--format jsonl|parquet]
+    prism logits show <prompt-id> [--token N]
     prism demo
 """
 
@@ -104,6 +105,37 @@ def cmd_manifest_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_logits_show(args: argparse.Namespace) -> int:
+    """The card's sample overview and nucleus / sampled-tail tables of one response, tokens decoded."""
+    from prism_assets import logits_reader
+
+    lakehouse = _lakehouse(args)
+    try:
+        ds = logits_reader.load_logit_dataset(lakehouse.root)
+        sample = logits_reader.get_sample(ds, prompt_id=args.prompt_id)
+    except LookupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not 0 <= args.token < sample["num_tokens"]:
+        print(f"error: --token must be in [0, {sample['num_tokens']}) for this response", file=sys.stderr)
+        return 2
+    logits_reader.print_sample_info(sample)
+    print()
+    tokenizer = _tokenizer_of(sample)
+    logits_reader.print_top_logits(sample, args.token, tokenizer)
+    print()
+    logits_reader.print_sampled_logits(sample, args.token, tokenizer)
+    return 0
+
+
+def _tokenizer_of(sample: dict):
+    from prism_assets import teacher
+    from prism_assets.chat_template import load_tokenizer
+
+    model = None if sample["teacher_id"] == teacher.DEFAULT_TEACHER_ID else sample["teacher_id"]
+    return load_tokenizer(model)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from prism_assets.demo import main
 
@@ -151,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", required=True)
     export.add_argument("--format", choices=["jsonl", "parquet"], help="default: from the output's suffix")
     export.set_defaults(func=cmd_manifest_export)
+    logits = sub.add_parser("logits", help="explore teacher logit shards").add_subparsers(
+        dest="logits_command", required=True)
+    show_logits = logits.add_parser("show", help="nucleus and sampled-tail tables of one response (card layout)")
+    show_logits.add_argument("prompt_id", help="a prompt_id of teacher_logit_shards (a unique prefix is enough)")
+    show_logits.add_argument("--token", type=int, default=0, help="assistant token index (token_idx)")
+    show_logits.set_defaults(func=cmd_logits_show)
     sub.add_parser("demo", help="materialize the demo lakehouse and print a summary").set_defaults(
         func=cmd_demo)
     return parser

@@ -4,6 +4,7 @@ import dagster as dg
 
 from prism_assets.assets.ingest import raw_prompts
 from prism_assets.assets.labels import bucket_labels
+from prism_assets.assets.logits import logit_dataset_export, logit_fidelity, teacher_logit_shards
 from prism_assets.assets.manifest import rebuilds_identically, sampling_manifest
 from prism_assets.assets.pool import normalized_prompts
 from prism_assets.assets.redundancy import (diversity_caps, near_duplicates, prompt_clusters, prompt_embeddings,
@@ -17,7 +18,8 @@ CROSS_SOURCE_STAGE = [near_duplicates]  # per source, but reads every source's s
 SKILL_STAGE = [prompt_clusters, diversity_caps]
 VALIDATION_STAGE = [validation_sets]
 MANIFEST_STAGE = [sampling_manifest]
-ASSETS = [*SOURCE_STAGE, *CROSS_SOURCE_STAGE, *SKILL_STAGE, *VALIDATION_STAGE, *MANIFEST_STAGE]
+LOGITS_STAGE = [teacher_logit_shards, logit_fidelity, logit_dataset_export]
+ASSETS = [*SOURCE_STAGE, *CROSS_SOURCE_STAGE, *SKILL_STAGE, *VALIDATION_STAGE, *MANIFEST_STAGE, *LOGITS_STAGE]
 CHECKS = [*build_asset_checks(), rebuilds_identically]
 
 defs = dg.Definitions(

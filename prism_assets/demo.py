@@ -8,9 +8,9 @@ import time
 import dagster as dg
 
 from prism_assets import duck
-from prism_assets.definitions import (ASSETS, CROSS_SOURCE_STAGE, MANIFEST_STAGE, SKILL_STAGE, SOURCE_STAGE,
-                                      VALIDATION_STAGE, defs)
-from prism_assets.partitions import active_sources
+from prism_assets.definitions import (ASSETS, CROSS_SOURCE_STAGE, LOGITS_STAGE, MANIFEST_STAGE, SKILL_STAGE,
+                                      SOURCE_STAGE, VALIDATION_STAGE, defs)
+from prism_assets.partitions import active_sources, logit_shard_partitions
 from prism_assets.resources import LakehouseResource
 from prism_assets.schemas import CTX_BUCKETS, PHASES, SKILL_BUCKETS, VALIDATION_SUITES
 
@@ -18,6 +18,8 @@ from prism_assets.schemas import CTX_BUCKETS, PHASES, SKILL_BUCKETS, VALIDATION_
 # instead of the seed's 750M (which would leave every cell short).
 DEMO_TOKEN_BUDGET = 2_000_000
 DEMO_MANIFEST_CONFIG = {"ops": {"sampling_manifest": {"config": {"token_budget": DEMO_TOKEN_BUDGET}}}}
+# The CPU teacher writes a couple of short responses per shard so the demo stays within minutes.
+DEMO_LOGITS_CONFIG = {"ops": {"teacher_logit_shards": {"config": {"max_prompts_per_shard": 2, "max_new_tokens": 32}}}}
 
 
 def materialize_partitions(stage: list, partition_keys: list[str], instance: dg.DagsterInstance | None = None,
@@ -42,9 +44,9 @@ def materialize_partitions(stage: list, partition_keys: list[str], instance: dg.
 
 def materialize_all(instance: dg.DagsterInstance | None = None, resources: dict | None = None,
                     raise_on_error: bool = True, log_level: str = "INFO",
-                    manifest_config: dict | None = None) -> dict[str, list]:
+                    manifest_config: dict | None = None, logits_config: dict | None = None) -> dict[str, list]:
     """The whole lakehouse in dependency order: per source, cross-source matching, per skill bucket,
-    validation suites, then the round-0 manifest of every curriculum phase."""
+    validation suites, the round-0 manifest of every curriculum phase, then teacher logits per shard."""
     sources = list(active_sources())
     stages = {
         "sources (ingest, normalize, bucket, embed, sign)": (SOURCE_STAGE, sources, None),
@@ -53,6 +55,8 @@ def materialize_all(instance: dg.DagsterInstance | None = None, resources: dict 
         "validation suites": (VALIDATION_STAGE, list(VALIDATION_SUITES), None),
         "sampling manifest, round 0 (uniform within quotas)": (
             MANIFEST_STAGE, [f"{phase}|0" for phase in PHASES], manifest_config or DEMO_MANIFEST_CONFIG),
+        "teacher logits per shard (capture, fidelity, export)": (
+            LOGITS_STAGE, logit_shard_partitions.get_partition_keys(), logits_config or DEMO_LOGITS_CONFIG),
     }
     results = {}
     for title, (stage, keys, run_config) in stages.items():
@@ -106,6 +110,19 @@ def summary(lakehouse) -> str:
         from prism_assets.manifest_report import report
 
         lines += ["", report(lakehouse, round_=0)]
+    if "logit_fidelity" in lakehouse.tables():
+        with duck.connect(lakehouse) as con:
+            responses, tokens, nucleus = con.execute("""
+                SELECT count(*), sum(num_tokens), avg(list_avg(top_counts)) FROM teacher_logit_shards""").fetchone()
+            kl, p99, within, per_token = con.execute("""
+                SELECT avg(kl_mean), max(kl_p99), avg(generated_within_1e3), avg(bytes_per_token)
+                FROM logit_fidelity""").fetchone()
+            [(example,)] = con.execute("SELECT min(prompt_id) FROM teacher_logit_shards").fetchall()
+        lines += ["", f"teacher logits: {responses} responses, {tokens} assistant tokens, "
+                      f"{nucleus:.1f} nucleus tokens per position on average",
+                  f"fidelity (stored format vs full vocab): KL mean {kl:.2e}, KL p99 max {p99:.2e}, generated-token "
+                  f"prob within 1e-3 for {within:.1%} of tokens, {per_token:.0f} bytes/token on disk",
+                  f"explore: prism logits show {example[:8]} --token 0"]
     return "\n".join(lines)
 
 

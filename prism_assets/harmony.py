@@ -110,3 +110,38 @@ def round_trips(messages: Sequence[Message], tokens: Sequence[int] | None = None
         return parse_tokens(tokens) == normalized(messages)
     except Exception:  # noqa: BLE001 - any parser error means the round trip failed
         return False
+
+
+@functools.lru_cache(maxsize=1)
+def special_token_ids() -> dict[str, int]:
+    names = ("<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|return|>", "<|call|>")
+    return {name: encoding().encode(name, allowed_special="all")[0] for name in names}
+
+
+def stop_token_ids() -> list[int]:
+    """Tokens that end an assistant turn (<|return|>, <|call|>)."""
+    return list(encoding().stop_tokens_for_assistant_actions())
+
+
+def response_channel_spans(tokens: Sequence[int]):
+    """[start, end) token ranges of each channel of a Harmony response (analysis, commentary, final).
+
+    The response starts after the prompt's `<|start|>assistant`; a message runs from its `<|channel|>`
+    header to its closing `<|end|>`/`<|return|>`/`<|call|>` (or the end of the response)."""
+    import numpy as np
+
+    from prism_assets.teacher import Span
+
+    special = special_token_ids()
+    ids = np.asarray(tokens)
+    closers = np.flatnonzero(np.isin(ids, [special["<|end|>"], special["<|return|>"], special["<|call|>"]]))
+    spans = []
+    for start in np.flatnonzero(ids == special["<|channel|>"]):
+        header_end = np.flatnonzero(ids[start:] == special["<|message|>"])
+        name_end = start + (int(header_end[0]) if len(header_end) else 1)
+        channel = decode(ids[start + 1: name_end].tolist()).split()[0] if name_end > start + 1 else "final"
+        after = closers[closers > start]
+        end = int(after[0]) + 1 if len(after) else len(ids)
+        spans.append(Span("analysis" if channel == "analysis" else "final" if channel == "final" else channel,
+                          int(start), end))
+    return spans or [Span("final", 0, len(ids))]

@@ -97,6 +97,19 @@ class Lakehouse:
                         mode="append", storage_options=self.storage_options)
         return self.table(table).version()
 
+    def filesystem(self, *parts: str):
+        """(pyarrow filesystem, path) of a folder under the root, for files that are not Delta tables
+        (staging, exports); works for local roots and object stores alike."""
+        from pyarrow import fs
+
+        if "://" in self.root:
+            filesystem, base = fs.FileSystem.from_uri(self.root)
+        else:
+            from pathlib import Path
+
+            filesystem, base = fs.LocalFileSystem(), str(Path(self.root).resolve())
+        return filesystem, "/".join([base.rstrip("/"), *parts])
+
     def tables(self) -> list[str]:
         """Names of the Delta tables directly under the root (local roots only list the folder)."""
         if "://" in self.root:

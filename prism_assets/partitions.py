@@ -1,6 +1,7 @@
 """Partitions: source-partitioned assets get one partition per entry of the active source registry."""
 
 import functools
+import os
 
 import dagster as dg
 
@@ -32,6 +33,11 @@ manifest_partitions = dg.MultiPartitionsDefinition({
     "round": dg.StaticPartitionsDefinition(list(MANIFEST_ROUNDS)),
 })
 
+# Teacher logits: prompts hash into a fixed number of shards (set PRISM_LOGIT_SHARDS before the first
+# capture and keep it: changing it moves prompts between shards).
+LOGIT_SHARDS = int(os.environ.get("PRISM_LOGIT_SHARDS", "8"))
+logit_shard_partitions = dg.StaticPartitionsDefinition([f"{i:03d}" for i in range(LOGIT_SHARDS)])
+
 # asset -> the column its partition key is stored in (SQL checks narrow their views by it)
 PARTITION_COLUMNS = {
     "raw_prompts": "source_dataset", "prompt_pool": "source_dataset", "quarantine": "source_dataset",
@@ -39,12 +45,13 @@ PARTITION_COLUMNS = {
     "near_duplicates": "source_dataset", "prompt_clusters": "skill_bucket", "diversity_caps": "skill_bucket",
     "validation_sets": "suite", "sampling_manifest": ("phase", "round"), "manifest_quotas": ("phase", "round"),
     "manifest_runs": ("phase", "round"),
+    "teacher_logit_shards": "shard", "logit_fidelity": "shard",
 }
 
 
 def partitions_of(asset: str) -> dg.PartitionsDefinition:
     return {"skill_bucket": skill_partitions, "source_dataset": source_partitions, "suite": validation_partitions,
-            ("phase", "round"): manifest_partitions}[PARTITION_COLUMNS[asset]]
+            ("phase", "round"): manifest_partitions, "shard": logit_shard_partitions}[PARTITION_COLUMNS[asset]]
 
 
 def partition_filter(asset: str, partition_key: str) -> list[tuple[str, str]]:

@@ -201,6 +201,58 @@ PROMPT_UTILITY = pa.schema([
     ("scorer_version", pa.string()),
 ])
 
+SPAN_TYPE = pa.struct([("channel", pa.string()), ("start", pa.int32()), ("end", pa.int32())])
+
+# Seed 002 layout, one row per response. Delta has no unsigned integers, so the uint16 arrays of the card
+# (`*_indices_low`, `*_logits_quantized`) are stored as int32 lists holding the same values; the HF
+# export writes them as uint16. Token-level lists are aligned to the card's token_idx (0 = first
+# assistant token).
+TEACHER_LOGITS = pa.schema([
+    ("prompt_id", pa.string()),  # prompt_pool.id
+    ("shard", pa.string()),  # partition: stable hash of prompt_id modulo the shard count
+    ("source_dataset", pa.string()),
+    ("teacher_id", pa.string()),
+    ("teacher_revision", pa.string()),
+    ("backend", pa.string()),  # transformers | vllm
+    ("chat_format", pa.string()),  # chatml | think | harmony
+    ("generation_params", pa.string()),  # JSON: max_new_tokens, temperature, top_p, seed, batch_size
+    ("capture_params", pa.string()),  # JSON: nucleus_mass, max_nucleus, tail_samples, tail_temperature, seed
+    ("messages", pa.list_(MESSAGE_TYPE)),  # the prompt's messages + the teacher's response
+    ("prompt_token_ids", pa.list_(pa.int32())),
+    ("response_token_ids", pa.list_(pa.int32())),
+    ("response_text", pa.string()),
+    ("finish_reason", pa.string()),  # stop (end-of-turn token) | length
+    ("spans", pa.list_(SPAN_TYPE)),  # analysis / final token ranges [start, end)
+    ("num_tokens", pa.int32()),
+    ("top_counts", pa.list_(pa.int32())),
+    ("top_indices_low", pa.list_(pa.int32())),
+    ("top_indices_high", pa.binary()),
+    ("top_logits_quantized", pa.list_(pa.int32())),
+    ("top_min", pa.list_(pa.float32())),
+    ("top_max", pa.list_(pa.float32())),
+    ("sampled_indices_low", pa.list_(pa.int32())),
+    ("sampled_indices_high", pa.binary()),
+    ("sampled_logits_quantized", pa.list_(pa.int32())),
+    ("sampled_min", pa.list_(pa.float32())),
+    ("sampled_max", pa.list_(pa.float32())),
+    ("logsumexp", pa.list_(pa.float32())),  # over the full vocabulary
+    ("sampled_log_z", pa.list_(pa.float32())),  # log sum of the tail proposal (RSKD importance weights)
+    ("generated_logprob", pa.list_(pa.float32())),  # exact teacher log p of each response token
+])
+
+LOGIT_FIDELITY = pa.schema([
+    ("shard", pa.string()),
+    ("prompt_id", pa.string()),
+    ("tokens", pa.int32()),
+    ("bytes_per_token", pa.float64()),  # on-disk bytes of the shard's Delta files / its tokens
+    ("kl_mean", pa.float64()),  # KL(p || q): teacher full-vocab p vs the stored format's reconstruction q
+    ("kl_p99", pa.float64()),
+    ("tv_mean", pa.float64()),  # total variation distance
+    ("generated_prob_max_error", pa.float64()),  # |p - q| of the generated token, max over tokens
+    ("generated_within_1e3", pa.float64()),  # share of tokens whose generated-token prob is within 1e-3
+    ("nucleus_mass_mean", pa.float64()),
+])
+
 CONTRACTS = {
     "raw_prompts": RAW_PROMPTS,
     "prompt_pool": PROMPT_POOL,
@@ -215,4 +267,6 @@ CONTRACTS = {
     "sampling_manifest": SAMPLING_MANIFEST,
     "manifest_quotas": MANIFEST_QUOTAS,
     "manifest_runs": MANIFEST_RUNS,
+    "teacher_logit_shards": TEACHER_LOGITS,
+    "logit_fidelity": LOGIT_FIDELITY,
 }

@@ -9,23 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from prism_assets import codec
-
-
-def card_unpack_indices(low, high_bytes, counts):
-    """Verbatim from the dataset card's Quick Start."""
-    packed = np.frombuffer(high_bytes, dtype=np.uint8)
-    high = np.stack([(packed >> i) & 0x03 for i in [0, 2, 4, 6]], axis=1).flatten()
-    full = np.asarray(low, dtype=np.int32) | (high[:len(low)].astype(np.int32) << 16)
-    result, offset = [], 0
-    for c in counts:
-        result.append(full[offset:offset + c])
-        offset += c
-    return result
-
-
-def card_dequantize(quantized, vmin, vmax):
-    """Verbatim from the dataset card's Quick Start."""
-    return (np.array(quantized, dtype=np.float32) / 65535) * (vmax - vmin) + vmin
+from prism_assets_tests.card_quickstart import dequantize as card_dequantize
+from prism_assets_tests.card_quickstart import unpack_indices as card_unpack_indices
 
 
 @settings(max_examples=200, deadline=None)
