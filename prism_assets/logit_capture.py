@@ -78,19 +78,24 @@ def capture(logits: torch.Tensor, generated: torch.Tensor, config: CaptureConfig
     if n and not torch.isfinite(log_z).all():  # the nucleus holds every token with mass: nothing to sample
         proposal = torch.where(torch.isfinite(log_z)[:, None], proposal, torch.zeros_like(proposal))
     draws = torch.multinomial(torch.softmax(proposal, dim=-1), config.tail_samples, replacement=True,
-                              generator=generator) if n else torch.zeros((0, config.tail_samples), dtype=torch.long)
+                              generator=generator) if n else torch.zeros((0, config.tail_samples), dtype=torch.long,
+                                                                        device=logits.device)
+    def host(values: torch.Tensor, dtype=None) -> np.ndarray:  # results leave the device once, at the end
+        array = values.detach().cpu().numpy()
+        return array.astype(dtype) if dtype else array
+
     return Captured(
-        logsumexp=lse.numpy().astype(np.float32),
-        top_counts=counts.numpy().astype(np.int32),
-        top_indices=top_ids[keep].numpy(),
-        top_logits=top_values[keep].numpy().astype(np.float32),
-        sampled_indices=draws.reshape(-1).numpy(),
-        sampled_logits=logits.gather(1, draws).reshape(-1).numpy().astype(np.float32),
-        sampled_log_z=log_z.numpy().astype(np.float32),
-        generated_logprob=logp.gather(1, generated[:, None].long()).squeeze(1).numpy().astype(np.float32),
-        nucleus_mass=mass.numpy().astype(np.float32),
-        topk_ids=topk_ids.numpy(),
-        topk_logprobs=topk_logprobs.numpy().astype(np.float32),
+        logsumexp=host(lse, np.float32),
+        top_counts=host(counts, np.int32),
+        top_indices=host(top_ids[keep]),
+        top_logits=host(top_values[keep], np.float32),
+        sampled_indices=host(draws.reshape(-1)),
+        sampled_logits=host(logits.gather(1, draws).reshape(-1), np.float32),
+        sampled_log_z=host(log_z, np.float32),
+        generated_logprob=host(logp.gather(1, generated[:, None].long().to(logits.device)).squeeze(1), np.float32),
+        nucleus_mass=host(mass, np.float32),
+        topk_ids=host(topk_ids),
+        topk_logprobs=host(topk_logprobs, np.float32),
     )
 
 

@@ -162,11 +162,12 @@ def _capture_batch(store, spec: ShardSpec, teacher, batch: list[str], by_id: dic
     logits = list(teacher.response_logits(prompts, responses))
     stats.forward_s += time.perf_counter() - started
     rows, jsonl = [], []
-    generator = torch.Generator().manual_seed(teachers._batch_seed(spec.capture.seed, batch))
+    device = logits[0].device if logits else torch.device("cpu")
+    generator = torch.Generator(device=device).manual_seed(teachers.batch_seed(spec.capture.seed, batch))
     for prompt_id, prompt, response, response_logits in zip(batch, prompts, responses, logits):
         started = time.perf_counter()
-        captured = logit_capture.capture(response_logits.cpu(), torch.tensor(response), spec.capture, generator,
-                                         top_k=spec.top_k_jsonl)
+        captured = logit_capture.capture(response_logits, torch.tensor(response, device=device), spec.capture,
+                                         generator, top_k=spec.top_k_jsonl)
         packed = logit_capture.pack(captured, spec.capture.tail_samples)
         stats.capture_s += time.perf_counter() - started
         stats.tokens += len(response)

@@ -87,7 +87,7 @@ def response_spans(response_ids: Sequence[int], chat_format: str, think_open: in
     return [Span("final", 0, n)]
 
 
-def _batch_seed(seed: int, keys: Sequence[str]) -> int:
+def batch_seed(seed: int, keys: Sequence[str]) -> int:
     digest = hashlib.sha256((str(seed) + "\x1f" + "\x1f".join(keys)).encode()).digest()
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
@@ -172,7 +172,7 @@ class TransformersTeacher:
         for row, ids in enumerate(prompts):
             input_ids[row, width - len(ids):] = torch.tensor(ids)
             attention[row, width - len(ids):] = 1
-        torch.manual_seed(_batch_seed(params.seed, keys))
+        torch.manual_seed(batch_seed(params.seed, keys))
         sampled = params.temperature > 0
         output = self.model.generate(
             input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
@@ -243,7 +243,7 @@ class VLLMTeacher:
 
         requests = [TokensPrompt(prompt_token_ids=p) for p in prompts]
         sampling = [SamplingParams(max_tokens=params.max_new_tokens, temperature=params.temperature,
-                                   top_p=params.top_p, seed=_batch_seed(params.seed, [k])) for k in keys]
+                                   top_p=params.top_p, seed=batch_seed(params.seed, [k])) for k in keys]
         return [list(out.outputs[0].token_ids) for out in self.llm.generate(requests, sampling)]
 
     def response_logits(self, prompts, responses) -> Iterator[torch.Tensor]:  # pragma: no cover

@@ -49,7 +49,8 @@ def shard_spec(config: TeacherLogitsConfig, shard: str) -> logit_shards.ShardSpe
 
 
 @dg.asset(partitions_def=logit_shard_partitions, group_name=GROUP, kinds={"delta", "pytorch"},
-          deps=[dg.AssetDep("sampling_manifest", partition_mapping=dg.AllPartitionMapping()), "prompt_pool"],
+          deps=[dg.AssetDep(name, partition_mapping=dg.AllPartitionMapping())
+                for name in ("sampling_manifest", "prompt_pool")],
           description="One row per teacher response, in the seed 002 layout: full-vocab logsumexp, nucleus "
           "(≥ 98% mass, ≤ 100 tokens) and 24 RSKD-sampled tail tokens per assistant token, uint16-quantized with "
           "18-bit packed indices; plus prompt_id, teacher, generation params and analysis/final spans. Writes the "
