@@ -116,7 +116,25 @@ def default_teacher_dir() -> str:
     return str(cached)
 
 
-class TransformersTeacher:
+class ChatTeacher:
+    """What both backends share: chat rendering (template or Harmony) and decoding with the tokenizer."""
+
+    tokenizer = None
+    chat_format = "chatml"
+
+    def prompt_ids(self, messages: Sequence[dict]) -> list[int]:
+        if self.chat_format == "harmony":
+            return harmony.render_prompt_tokens(messages)
+        return chat_token_ids(self.tokenizer, teacher_messages(messages, self.chat_format))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    def token_strings(self, ids: Sequence[int]) -> list[str]:
+        return [self.tokenizer.decode([i], skip_special_tokens=False) for i in ids]
+
+
+class TransformersTeacher(ChatTeacher):
     """A causal LM through transformers, on CPU or GPU."""
 
     backend = "transformers"
@@ -148,17 +166,6 @@ class TransformersTeacher:
         if self.chat_format == "harmony":
             ids += [i for i in harmony.stop_token_ids() if i not in ids]
         return ids or [self.tokenizer.eos_token_id]
-
-    def prompt_ids(self, messages: Sequence[dict]) -> list[int]:
-        if self.chat_format == "harmony":
-            return harmony.render_prompt_tokens(messages)
-        return chat_token_ids(self.tokenizer, teacher_messages(messages, self.chat_format))
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
-
-    def token_strings(self, ids: Sequence[int]) -> list[str]:
-        return [self.tokenizer.decode([i], skip_special_tokens=False) for i in ids]
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[list[int]], keys: Sequence[str], params: GenerationParams) -> list[list[int]]:
@@ -201,7 +208,7 @@ class TransformersTeacher:
             yield logits[row, start: start + len(response)].float()
 
 
-class VLLMTeacher:
+class VLLMTeacher(ChatTeacher):
     """vLLM on GPUs (`pip install prism-assets[vllm]`): generation with `SamplingParams`, full-vocabulary
     capture through `prompt_logprobs` of a second, teacher-forced request with `logprobs_mode="raw_logprobs"`
     (log-softmax of the raw logits, so the logsumexp of what it returns is 0 by construction)."""
@@ -226,17 +233,6 @@ class VLLMTeacher:
         self.vocab_size = len(self.tokenizer)
         vocab = self.tokenizer.get_vocab()
         self.think_open, self.think_close = vocab.get("<think>"), vocab.get("</think>")
-
-    def prompt_ids(self, messages: Sequence[dict]) -> list[int]:
-        if self.chat_format == "harmony":
-            return harmony.render_prompt_tokens(messages)
-        return chat_token_ids(self.tokenizer, teacher_messages(messages, self.chat_format))
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
-
-    def token_strings(self, ids: Sequence[int]) -> list[str]:
-        return [self.tokenizer.decode([i], skip_special_tokens=False) for i in ids]
 
     def generate(self, prompts, keys, params: GenerationParams) -> list[list[int]]:  # pragma: no cover
         from vllm import SamplingParams, TokensPrompt

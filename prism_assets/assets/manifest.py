@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prism_assets import manifest, sampling
-from prism_assets.assets.metadata import markdown_table, table_metadata
+from prism_assets.assets.metadata import figure_axis, figure_markdown, markdown_table, table_metadata
 from prism_assets.mixture import load_mixture
 from prism_assets.partitions import manifest_partitions, partition_filter
 from prism_assets.resources import LakehouseResource
@@ -53,24 +53,12 @@ def quota_markdown(quotas: pa.Table) -> str:
 
 
 def difficulty_histogram(difficulty: np.ndarray, title: str) -> str:
-    import base64
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 2.8), dpi=90)
+    figure, axis = figure_axis((6, 2.8))
     axis.hist(difficulty, bins=20, range=(0, 1))
     axis.set_title(title, fontsize=10)
     axis.set_xlabel("difficulty proxy (0 easy .. 1 hard)")
     axis.set_ylabel("manifest rows")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return f"![{title}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
+    return figure_markdown(figure, title)
 
 
 @dg.multi_asset(

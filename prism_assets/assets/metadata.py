@@ -32,17 +32,32 @@ def counts_markdown(counts: Mapping[str, int], label: str) -> str:
     return markdown_table([label, "rows"], sorted(counts.items(), key=lambda kv: -kv[1])) if counts else "none"
 
 
-def histogram_markdown(series: Mapping[str, Sequence[int]], title: str, xlabel: str) -> str:
-    """A histogram PNG embedded in Markdown, so the UI shows the plot beside the numbers."""
-    import base64
-    import io
-
+def figure_axis(size: tuple[float, float] = (7, 3.2)):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7, 3.2), dpi=90)
+    return plt.subplots(figsize=size, dpi=90)
+
+
+def figure_markdown(figure, title: str) -> str:
+    """A matplotlib figure as a PNG embedded in Markdown, so the UI shows the plot beside the numbers."""
+    import base64
+    import io
+
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return f"![{title}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
+
+
+def histogram_markdown(series: Mapping[str, Sequence[int]], title: str, xlabel: str) -> str:
+    """Stacked histograms of several series (e.g. cluster sizes per ctx bucket)."""
+    figure, axis = figure_axis()
     values = [v for v in series.values() if len(v)]
     if values:
         upper = max(max(v) for v in values)
@@ -53,8 +68,4 @@ def histogram_markdown(series: Mapping[str, Sequence[int]], title: str, xlabel: 
     axis.set_title(title, fontsize=10)
     axis.set_xlabel(xlabel)
     axis.set_ylabel("clusters")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return f"![{title}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
+    return figure_markdown(figure, title)
