@@ -35,11 +35,11 @@ def embedded_prompts(count: int) -> list[list[dict]]:
     from prism_assets.settings import EMBEDDED_REGISTRY
 
     folder = EMBEDDED_REGISTRY.parent.parent / "data" / "embedded"
-    fields = {"gsm8k_train_400.jsonl": "question", "math_train_400.jsonl": "problem", "dolly.jsonl": "instruction",
+    fields = {"gsm8k_train_400.jsonl": "question", "math_train_400.jsonl": "problem", "dolly.jsonl": "prompt",
               "ifeval_input_data.jsonl": "prompt", "humaneval.jsonl": "prompt"}
     pools = [[json.loads(line)[field] for line in (folder / name).read_text().splitlines()[:count]]
              for name, field in fields.items()]
-    texts = [pool[i // len(pools)] for i in range(count) for pool in [pools[i % len(pools)]]]
+    texts = [pools[i % len(pools)][i // len(pools)] for i in range(count)]
     return [[{"role": "user", "content": text[:2000]}] for text in texts]
 
 
