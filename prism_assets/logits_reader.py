@@ -22,36 +22,46 @@ TABLE = "teacher_logit_shards"
 
 
 class LakehouseLogits:
-    """The `teacher_logit_shards` Delta table as a dataset: indexable, iterable, searchable by prompt id."""
+    """The `teacher_logit_shards` Delta table as a dataset: streamed, indexable, searchable by prompt id.
+
+    Nothing is loaded up front: iteration streams record batches, `ds[i]` and `find` read only what
+    they need, so a lakehouse of millions of responses opens instantly."""
 
     def __init__(self, root: str, storage_options: dict | None = None, shard: str | None = None):
-        from prism_assets.lakehouse import Lakehouse
-
-        self.lakehouse = Lakehouse(root, storage_options)
-        if not self.lakehouse.exists(TABLE):
-            raise LookupError(f"no {TABLE} table under {root}: materialize teacher_logit_shards first (make demo)")
         import pyarrow.dataset as pads
 
-        dataset = self.lakehouse.table(TABLE).to_pyarrow_dataset()
-        self._table = dataset.to_table(filter=(pads.field("shard") == shard) if shard else None).sort_by(
-            [("shard", "ascending"), ("prompt_id", "ascending")])
+        from prism_assets.lakehouse import Lakehouse
+
+        lakehouse = Lakehouse(root, storage_options)
+        if not lakehouse.exists(TABLE):
+            raise LookupError(f"no {TABLE} table under {root}: materialize teacher_logit_shards first (make demo)")
+        self._dataset = lakehouse.table(TABLE).to_pyarrow_dataset()
+        self._filter = (pads.field("shard") == shard) if shard else None
 
     def __len__(self) -> int:
-        return self._table.num_rows
+        return self._dataset.count_rows(filter=self._filter)
 
     def __getitem__(self, index: int) -> dict:
-        return self._table.slice(index, 1).to_pylist()[0]
+        rows = len(self)
+        if not 0 <= index < rows:
+            raise IndexError(f"{TABLE} has {rows} rows, no row {index}")
+        return self._dataset.take([index], filter=self._filter).to_pylist()[0]
 
     def __iter__(self) -> Iterator[dict]:
-        for batch in self._table.to_batches(256):
+        for batch in self._dataset.to_batches(filter=self._filter, batch_size=256):
             yield from batch.to_pylist()
 
     def find(self, prompt_id: str) -> dict:
         import pyarrow.compute as pc
+        import pyarrow.dataset as pads
 
-        rows = self._table.filter(pc.starts_with(self._table.column("prompt_id"), prompt_id))
+        match = pc.starts_with(pads.field("prompt_id"), pattern=prompt_id)
+        rows = self._dataset.to_table(filter=match if self._filter is None else match & self._filter)
         if rows.num_rows == 0:
             raise LookupError(f"no response for prompt id {prompt_id!r} in {TABLE}")
+        ids = set(rows.column("prompt_id").to_pylist())
+        if len(ids) > 1:
+            raise LookupError(f"prompt id prefix {prompt_id!r} is ambiguous: {sorted(ids)[:5]}")
         return rows.slice(0, 1).to_pylist()[0]
 
 

@@ -10,10 +10,13 @@ from pathlib import Path
 
 from prism_assets import duck
 from prism_assets.lakehouse import Lakehouse
+from prism_assets.schemas import PHASES
 
 
 def export(lakehouse: Lakehouse, phase: str, round_: int, output: str, file_format: str | None = None) -> int:
     """Write `sampling_manifest ⋈ prompt_pool` of one phase and round; returns the number of rows."""
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
     file_format = file_format or ("parquet" if Path(output).suffix == ".parquet" else "jsonl")
     options = "FORMAT parquet, COMPRESSION zstd" if file_format == "parquet" else "FORMAT json"
     target = output.replace("'", "''")

@@ -31,32 +31,44 @@ def _representatives(store) -> pa.Table:
 
 
 def _checked_items(store, candidates: pa.Table, suite: str, config: ValidationConfig) -> tuple[pa.Table, Counter]:
-    """Items of sources whose registry `reference:` feeds this suite, with reference answers / checker args."""
-    picked, usable = [], Counter()
+    """Items of sources whose registry `reference:` feeds this suite, with reference answers / checker args.
+
+    Candidates are visited in seeded-hash order, a chunk at a time, and only their raw rows are read and
+    parsed, so a source of millions of rows costs a few chunks, not a full scan."""
+    picked, checked = [], Counter()
     for source in active_sources().values():
         checker = (source.reference or {}).get("checker")
         if checkers.SUITE_OF_CHECKER.get(checker) != suite:
             continue
-        mine = candidates.filter(pc.equal(candidates.column("source_dataset"), source.name))
-        pool = store.read_table("prompt_pool", ["id", "row_index"], pc.field("source_dataset") == source.name)
-        raw = store.read_table("raw_prompts", ["row_index", "raw_text"], pc.field("source_dataset") == source.name)
-        rows = pool.join(raw, "row_index", join_type="inner")
-        rows = rows.filter(pc.is_in(rows.column("id"), mine.column("id"))).sort_by("id")
-        items = validation.referenced_items(rows.column("raw_text").to_pylist(), checker, source.reference)
-        keep = [i for i, (reference, args) in enumerate(items) if reference is not None or args is not None]
-        usable[source.name] = len(keep)
-        order = validation.hash_order([rows.column("id")[i].as_py() for i in keep], config.seed)
-        chosen = [keep[i] for i in order[: config.per_source]]
+        ids = candidates.filter(pc.equal(candidates.column("source_dataset"), source.name)).column("id").to_pylist()
+        order = [ids[i] for i in validation.hash_order(ids, config.seed)]
+        chosen: list[tuple[str, str | None, str | None]] = []
+        chunk = max(4 * config.per_source, 256)
+        for start in range(0, len(order), chunk):
+            wanted = order[start: start + chunk]
+            pool = store.read_table("prompt_pool", ["id", "row_index"], pc.is_in(pc.field("id"), pa.array(wanted)))
+            raw = store.read_table("raw_prompts", ["row_index", "raw_text"],
+                                   (pc.field("source_dataset") == source.name)
+                                   & pc.is_in(pc.field("row_index"), pool.column("row_index")))
+            text_of = dict(zip(raw.column("row_index").to_pylist(), raw.column("raw_text").to_pylist()))
+            row_of = dict(zip(pool.column("id").to_pylist(), pool.column("row_index").to_pylist()))
+            items = validation.referenced_items([text_of.get(row_of.get(i)) for i in wanted], checker, source.reference)
+            checked[source.name] += len(wanted)
+            chosen += [(i, reference, args) for i, (reference, args) in zip(wanted, items)
+                       if reference is not None or args is not None]
+            if len(chosen) >= config.per_source:
+                break
+        chosen = chosen[: config.per_source]
         picked.append(pa.table({
-            "prompt_id": rows.column("id").take(chosen),
-            "reference_answer": pa.array([items[i][0] for i in chosen], pa.string()),
+            "prompt_id": pa.array([c[0] for c in chosen], pa.string()),
+            "reference_answer": pa.array([c[1] for c in chosen], pa.string()),
             "checker": pa.array([checker] * len(chosen), pa.string()),
-            "checker_args": pa.array([items[i][1] for i in chosen], pa.string()),
+            "checker_args": pa.array([c[2] for c in chosen], pa.string()),
         }))
     if not picked:
         empty = {name: pa.array([], pa.string()) for name in ("prompt_id", "reference_answer", "checker", "checker_args")}
-        return pa.table(empty), usable
-    return pa.concat_tables(picked), usable
+        return pa.table(empty), checked
+    return pa.concat_tables(picked), checked
 
 
 @dg.asset(partitions_def=validation_partitions, group_name="sampling", kinds={"delta", "python"},
@@ -82,9 +94,9 @@ def validation_sets(context: dg.AssetExecutionContext, config: ValidationConfig,
                           "reference_answer": pa.nulls(n, pa.string()), "checker": pa.nulls(n, pa.string()),
                           "checker_args": pa.nulls(n, pa.string())})
     else:
-        items, usable = _checked_items(store, candidates, suite, config)
-        extra["usable_per_source"] = dg.MetadataValue.md(counts_markdown(usable, "source"))
-        if not usable:
+        items, checked = _checked_items(store, candidates, suite, config)
+        extra["candidates_checked_per_source"] = dg.MetadataValue.md(counts_markdown(checked, "source"))
+        if not checked:
             context.log.warning(f"no source of the registry has a `reference:` for the {suite} suite; it stays empty")
     ids = items.column("prompt_id")
     label = candidates.take(pc.index_in(ids, value_set=candidates.column("id")))
