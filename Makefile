@@ -32,7 +32,7 @@ browser:
 	    || echo "chromium not installed: the UI end-to-end test will be skipped"; }
 
 test: setup browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=12
 
 ui: setup
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -14,10 +14,14 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.dataset as pads
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 BatchSource = Callable[[], Iterable[pa.RecordBatch]]
+
+# zstd instead of deltalake's default snappy: a third smaller on the list-heavy logit shards, at no cost
+# to readers (every Parquet reader, DuckDB included, decodes it).
+WRITER_PROPERTIES = WriterProperties(compression="ZSTD", compression_level=3)
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class Lakehouse:
                     predicate=predicate if self.exists(table) else None,
                     storage_options=self.storage_options,
                     schema_mode="merge" if self.exists(table) else None,
+                    writer_properties=WRITER_PROPERTIES,
                 )
                 return self.table(table).version()
             except (CommitFailedError, DeltaError) as err:
@@ -94,7 +99,7 @@ class Lakehouse:
     def append(self, table: str, schema: pa.Schema, rows: pa.Table, partition_by: list[str]) -> int:
         """Append rows in one commit (for logs such as run records); returns the new Delta version."""
         write_deltalake(self.uri(table), rows.select(schema.names).cast(schema), partition_by=partition_by,
-                        mode="append", storage_options=self.storage_options)
+                        mode="append", storage_options=self.storage_options, writer_properties=WRITER_PROPERTIES)
         return self.table(table).version()
 
     def filesystem(self, *parts: str):

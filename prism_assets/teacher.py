@@ -142,7 +142,9 @@ class TransformersTeacher(ChatTeacher):
     def __init__(self, model: str | None = None, revision: str | None = None, device: str | None = None,
                  dtype: str = "float32"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
 
+        transformers_logging.disable_progress_bar()  # a bar per load would flood run logs and the demo
         self.teacher_id = model or DEFAULT_TEACHER_ID
         folder = model or default_teacher_dir()
         self.revision = revision or ("gguf-q4_1" if model is None else "main")
