@@ -163,9 +163,10 @@ def _capture_batch(store, spec: ShardSpec, teacher, batch: list[str], by_id: dic
     stats.forward_s += time.perf_counter() - started
     rows, jsonl = [], []
     device = logits[0].device if logits else torch.device("cpu")
-    generator = torch.Generator(device=device).manual_seed(teachers.batch_seed(spec.capture.seed, batch))
     for prompt_id, prompt, response, response_logits in zip(batch, prompts, responses, logits):
         started = time.perf_counter()
+        # Tail draws are seeded per prompt too, so a resumed shard stores exactly what a full run would.
+        generator = torch.Generator(device=device).manual_seed(teachers.seed_for(spec.capture.seed, [prompt_id]))
         captured = logit_capture.capture(response_logits, torch.tensor(response, device=device), spec.capture,
                                          generator, top_k=spec.top_k_jsonl)
         packed = logit_capture.pack(captured, spec.capture.tail_samples)

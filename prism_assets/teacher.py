@@ -87,7 +87,8 @@ def response_spans(response_ids: Sequence[int], chat_format: str, think_open: in
     return [Span("final", 0, n)]
 
 
-def batch_seed(seed: int, keys: Sequence[str]) -> int:
+def seed_for(seed: int, keys: Sequence[str]) -> int:
+    """A 63-bit seed from the run seed and the keys (prompt ids) it is drawn for."""
     digest = hashlib.sha256((str(seed) + "\x1f" + "\x1f".join(keys)).encode()).digest()
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
@@ -171,28 +172,55 @@ class TransformersTeacher(ChatTeacher):
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[list[int]], keys: Sequence[str], params: GenerationParams) -> list[list[int]]:
-        """One response per prompt (left-padded batch), cut after the first end-of-turn token.
+        """One response per prompt (left-padded batch, KV cache), cut after the first end-of-turn token.
 
-        Sampling is seeded from the run seed and the batch's prompt keys: the same prompts in the same
-        batches give the same responses."""
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        Every prompt samples from its own generator, seeded by the run seed and its key (prompt id), so a
+        response does not depend on which prompts share its batch: a resumed shard, or another batch
+        size, reproduces it (up to floating-point differences between batch shapes)."""
+        n, width = len(prompts), max(len(p) for p in prompts)
+        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((n, width), dtype=torch.long)
         for row, ids in enumerate(prompts):
             input_ids[row, width - len(ids):] = torch.tensor(ids)
             attention[row, width - len(ids):] = 1
-        torch.manual_seed(batch_seed(params.seed, keys))
-        sampled = params.temperature > 0
-        output = self.model.generate(
-            input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
-            max_new_tokens=params.max_new_tokens, do_sample=sampled,
-            temperature=params.temperature if sampled else None, top_p=params.top_p if sampled else None,
-            top_k=0 if sampled else None, eos_token_id=self.eos_ids, pad_token_id=self.pad_id)
+        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        generators = [torch.Generator(device=self.device).manual_seed(seed_for(params.seed, [key])) for key in keys]
+        eos = torch.tensor(self.eos_ids, device=self.device)
+        out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True)
+        tokens, finished = [], torch.zeros(n, dtype=torch.bool, device=self.device)
+        for _ in range(params.max_new_tokens):
+            step = self._sample(out.logits[:, -1, :].float(), params, generators)
+            step = torch.where(finished, torch.full_like(step, self.pad_id), step)
+            tokens.append(step)
+            finished |= torch.isin(step, eos)
+            if finished.all():
+                break
+            attention = torch.cat([attention, torch.ones((n, 1), dtype=attention.dtype, device=self.device)], dim=1)
+            positions = positions[:, -1:] + 1
+            out = self.model(input_ids=step[:, None], attention_mask=attention, position_ids=positions,
+                             past_key_values=out.past_key_values, use_cache=True)
+        generated = torch.stack(tokens, dim=1).tolist() if tokens else [[] for _ in range(n)]
         responses = []
-        for row in output[:, width:].tolist():
+        for row in generated:
             cut = next((i + 1 for i, t in enumerate(row) if t in self.eos_ids), len(row))
             responses.append(row[:cut])
         return responses
+
+    @staticmethod
+    def _sample(logits: torch.Tensor, params: GenerationParams, generators: list[torch.Generator]) -> torch.Tensor:
+        """Next token per row: greedy at temperature 0, else top-p filtered Gumbel-max with the row's generator."""
+        if params.temperature <= 0:
+            return logits.argmax(dim=-1)
+        logits = logits / params.temperature
+        if params.top_p < 1:
+            ordered, order = logits.sort(dim=-1, descending=True)
+            before = torch.softmax(ordered, dim=-1).cumsum(dim=-1) - torch.softmax(ordered, dim=-1)
+            drop = torch.zeros_like(logits, dtype=torch.bool).scatter(1, order, before >= params.top_p)
+            logits = logits.masked_fill(drop, float("-inf"))  # the top token always stays (nothing before it)
+        uniform = torch.stack([torch.rand(logits.shape[-1], generator=g, device=logits.device) for g in generators])
+        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-20, max=1 - 1e-7)))
+        return (logits + gumbel).argmax(dim=-1)
 
     @torch.inference_mode()
     def response_logits(self, prompts: Sequence[list[int]], responses: Sequence[list[int]]) -> Iterator[torch.Tensor]:
@@ -241,7 +269,7 @@ class VLLMTeacher(ChatTeacher):
 
         requests = [TokensPrompt(prompt_token_ids=p) for p in prompts]
         sampling = [SamplingParams(max_tokens=params.max_new_tokens, temperature=params.temperature,
-                                   top_p=params.top_p, seed=batch_seed(params.seed, [k])) for k in keys]
+                                   top_p=params.top_p, seed=seed_for(params.seed, [k])) for k in keys]
         return [list(out.outputs[0].token_ids) for out in self.llm.generate(requests, sampling)]
 
     def response_logits(self, prompts, responses) -> Iterator[torch.Tensor]:  # pragma: no cover
