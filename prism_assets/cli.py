@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import signal
 import sys
 
 from prism_assets import duck, settings
@@ -199,5 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     return args.func(args)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `prism` console script."""
+    if hasattr(signal, "SIGPIPE"):  # `prism ... | head` ends quietly instead of with a BrokenPipeError trace
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    run()
