@@ -16,7 +16,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prism_assets.lakehouse import Lakehouse
+from prism_assets.lakehouse import Lakehouse, write_atomically
 from prism_assets.schemas import MESSAGE_TYPE, SPAN_TYPE
 
 U16 = pa.list_(pa.uint16())
@@ -43,14 +43,10 @@ def export_shard(store: Lakehouse, shard: str) -> tuple[str, int, int]:
     filesystem.create_dir(f"{folder}/data", recursive=True)
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
-    path = f"{folder}/data/shard-{shard}.parquet"
-    with filesystem.open_output_stream(path + ".tmp") as out:
-        out.write(buffer.getvalue())
-    filesystem.move(path + ".tmp", path)
+    write_atomically(filesystem, f"{folder}/data/shard-{shard}.parquet", buffer.getvalue())
     teacher = table.column("teacher_id")[0].as_py() if table.num_rows else "the teacher"
     params = json.loads(table.column("capture_params")[0].as_py()) if table.num_rows else {}
-    with filesystem.open_output_stream(f"{folder}/README.md") as out:
-        out.write(dataset_card(teacher, params).encode())
+    write_atomically(filesystem, f"{folder}/README.md", dataset_card(teacher, params).encode())
     return folder, table.num_rows, len(buffer.getvalue())
 
 

@@ -24,7 +24,7 @@ import torch
 from pyarrow import fs
 
 from prism_assets import logit_capture, teacher as teachers
-from prism_assets.lakehouse import Lakehouse
+from prism_assets.lakehouse import Lakehouse, write_atomically
 from prism_assets.schemas import TEACHER_LOGITS
 
 TABLE = "teacher_logit_shards"
@@ -77,19 +77,16 @@ def select_prompts(store: Lakehouse, spec: ShardSpec) -> list[str]:
     return mine[: spec.max_prompts] if spec.max_prompts is not None else mine
 
 
-def _staged_ids(filesystem: fs.FileSystem, folder: str) -> set[str]:
-    done: set[str] = set()
-    for info in filesystem.get_file_info(fs.FileSelector(folder, allow_not_found=True)):
-        if info.base_name.endswith(".parquet"):
-            done |= set(pq.read_table(info.path, columns=["prompt_id"], filesystem=filesystem)
-                        .column("prompt_id").to_pylist())
-    return done
+def _staged_parts(filesystem: fs.FileSystem, folder: str) -> list[str]:
+    """Paths of the staged batches (their Parquet parts; each has a `.jsonl` twin), in batch order."""
+    return sorted(info.path for info in filesystem.get_file_info(fs.FileSelector(folder, allow_not_found=True))
+                  if info.base_name.endswith(".parquet"))
 
 
-def _write_atomically(filesystem: fs.FileSystem, path: str, payload: bytes) -> None:
-    with filesystem.open_output_stream(path + ".tmp") as out:
-        out.write(payload)
-    filesystem.move(path + ".tmp", path)
+def _staged_ids(filesystem: fs.FileSystem, parts: list[str]) -> set[str]:
+    return {prompt_id for path in parts
+            for prompt_id in pq.read_table(path, columns=["prompt_id"], filesystem=filesystem)
+            .column("prompt_id").to_pylist()}
 
 
 def _jsonl_lines(prompt_messages: list[dict], response_text: str, response_ids: list[int], captured,
@@ -118,7 +115,7 @@ def build_shard(store: Lakehouse, spec: ShardSpec, load_teacher: Callable[[], ob
     wanted = select_prompts(store, spec)
     filesystem, staging = store.filesystem("_staging", TABLE, spec.shard, spec.settings_hash())
     filesystem.create_dir(staging, recursive=True)
-    done = _staged_ids(filesystem, staging) & set(wanted)
+    done = _staged_ids(filesystem, _staged_parts(filesystem, staging)) & set(wanted)
     pending = [p for p in wanted if p not in done]
     stats.resumed = len(done)
     log(f"shard {spec.shard}: {len(wanted)} prompts, {len(done)} already staged, {len(pending)} to capture")
@@ -133,12 +130,11 @@ def build_shard(store: Lakehouse, spec: ShardSpec, load_teacher: Callable[[], ob
                               f"(e.g. {missing[0]}): re-materialize the sampling manifest")
         for start in range(0, len(pending), spec.generation.batch_size):
             batch = pending[start: start + spec.generation.batch_size]
-            _capture_batch(store, spec, teacher, batch, by_id, filesystem, staging, stats)
+            _capture_batch(spec, teacher, batch, by_id, filesystem, staging, stats)
             log(f"shard {spec.shard}: {stats.resumed + start + len(batch)}/{len(wanted)} responses, "
                 f"{stats.tokens:,} tokens (generate {stats.generate_s:.1f} s, forward {stats.forward_s:.1f} s, "
                 f"capture {stats.capture_s:.1f} s)")
-    parts = sorted(info.path for info in filesystem.get_file_info(fs.FileSelector(staging, allow_not_found=True))
-                   if info.base_name.endswith(".parquet"))
+    parts = _staged_parts(filesystem, staging)
 
     def staged_rows():
         for path in parts:
@@ -146,13 +142,13 @@ def build_shard(store: Lakehouse, spec: ShardSpec, load_teacher: Callable[[], ob
             yield table.filter(pc.is_in(table.column("prompt_id"), pa.array(wanted, pa.string())))
 
     stats.version = store.replace_partition(TABLE, TEACHER_LOGITS, staged_rows, "shard", spec.shard)
-    _publish_jsonl(store, spec, filesystem, staging, set(wanted))
+    _publish_jsonl(store, spec, filesystem, parts, set(wanted))
     filesystem.delete_dir(store.filesystem("_staging", TABLE, spec.shard)[1])
     stats.prompts = len(wanted)
     return stats
 
 
-def _capture_batch(store, spec: ShardSpec, teacher, batch: list[str], by_id: dict, filesystem, staging: str,
+def _capture_batch(spec: ShardSpec, teacher, batch: list[str], by_id: dict, filesystem, staging: str,
                    stats: ShardStats) -> None:
     prompts = [teacher.prompt_ids(by_id[p]["messages"]) for p in batch]
     started = time.perf_counter()
@@ -172,12 +168,11 @@ def _capture_batch(store, spec: ShardSpec, teacher, batch: list[str], by_id: dic
         packed = logit_capture.pack(captured, spec.capture.tail_samples)
         stats.capture_s += time.perf_counter() - started
         stats.tokens += len(response)
-        finish = "stop" if response and response[-1] in getattr(teacher, "eos_ids", []) else "length"
+        finish = "stop" if response and response[-1] in teacher.eos_ids else "length"
         stats.finish[finish] = stats.finish.get(finish, 0) + 1
         text = teacher.tokenizer.decode(response, skip_special_tokens=True)
         messages = [dict(m) for m in by_id[prompt_id]["messages"]]
-        spans = teachers.response_spans(response, teacher.chat_format, getattr(teacher, "think_open", None),
-                                        getattr(teacher, "think_close", None))
+        spans = teacher.spans(response)
         rows.append({
             "prompt_id": prompt_id, "shard": spec.shard, "source_dataset": by_id[prompt_id]["source_dataset"],
             "teacher_id": teacher.teacher_id, "teacher_revision": teacher.revision, "backend": teacher.backend,
@@ -194,21 +189,18 @@ def _capture_batch(store, spec: ShardSpec, teacher, batch: list[str], by_id: dic
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     name = f"{staging}/part-{batch[0]}"
-    _write_atomically(filesystem, name + ".jsonl", "".join(jsonl).encode())
-    _write_atomically(filesystem, name + ".parquet", buffer.getvalue())  # the parquet part marks the batch done
+    write_atomically(filesystem, name + ".jsonl", "".join(jsonl).encode())
+    write_atomically(filesystem, name + ".parquet", buffer.getvalue())  # the parquet part marks the batch done
 
 
-def _publish_jsonl(store: Lakehouse, spec: ShardSpec, filesystem, staging: str, wanted: set[str]) -> None:
+def _publish_jsonl(store: Lakehouse, spec: ShardSpec, filesystem, parts: list[str], wanted: set[str]) -> None:
     """exports/prism_topk/shard-<n>.jsonl: the staged top-K records of the shard, in prompt-id order."""
-    parts = sorted(info.path for info in filesystem.get_file_info(fs.FileSelector(staging, allow_not_found=True))
-                   if info.base_name.endswith(".jsonl"))
     _, folder = store.filesystem("exports", "prism_topk")
     filesystem.create_dir(folder, recursive=True)
     lines = []
     for path in parts:
-        parquet = pq.read_table(path.removesuffix(".jsonl") + ".parquet", columns=["prompt_id"], filesystem=filesystem)
-        with filesystem.open_input_stream(path) as stream:
+        prompt_ids = pq.read_table(path, columns=["prompt_id"], filesystem=filesystem).column("prompt_id").to_pylist()
+        with filesystem.open_input_stream(path.removesuffix(".parquet") + ".jsonl") as stream:
             records = stream.read().decode().splitlines(keepends=True)
-        lines += [line for prompt_id, line in zip(parquet.column("prompt_id").to_pylist(), records)
-                  if prompt_id in wanted]
-    _write_atomically(filesystem, f"{folder}/shard-{spec.shard}.jsonl", "".join(lines).encode())
+        lines += [line for prompt_id, line in zip(prompt_ids, records) if prompt_id in wanted]
+    write_atomically(filesystem, f"{folder}/shard-{spec.shard}.jsonl", "".join(lines).encode())

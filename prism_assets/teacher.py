@@ -118,10 +118,25 @@ def default_teacher_dir() -> str:
 
 
 class ChatTeacher:
-    """What both backends share: chat rendering (template or Harmony) and decoding with the tokenizer."""
+    """What both backends share: chat rendering (template or Harmony), end-of-turn tokens, span masks and
+    decoding, all from the tokenizer."""
 
     tokenizer = None
     chat_format = "chatml"
+
+    def _end_of_turn_ids(self, configured: Sequence[int] = ()) -> list[int]:
+        """The model's configured EOS ids, plus ChatML's `<|im_end|>` and Harmony's stop tokens where they apply."""
+        ids = list(configured)
+        end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(end, int) and end != self.tokenizer.unk_token_id and end not in ids:
+            ids.append(end)
+        if self.chat_format == "harmony":
+            ids += [i for i in harmony.stop_token_ids() if i not in ids]
+        return ids or [self.tokenizer.eos_token_id]
+
+    def spans(self, response_ids: Sequence[int]) -> list[Span]:
+        vocab = self.tokenizer.get_vocab()
+        return response_spans(response_ids, self.chat_format, vocab.get("<think>"), vocab.get("</think>"))
 
     def prompt_ids(self, messages: Sequence[dict]) -> list[int]:
         if self.chat_format == "harmony":
@@ -155,20 +170,9 @@ class TransformersTeacher(ChatTeacher):
         self.model.to(self.device).eval()
         self.chat_format = chat_format_of(model)
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
-        self.eos_ids = self._eos_ids()
+        configured = self.model.generation_config.eos_token_id
+        self.eos_ids = self._end_of_turn_ids([configured] if isinstance(configured, int) else configured or [])
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
-        vocab = self.tokenizer.get_vocab()
-        self.think_open, self.think_close = vocab.get("<think>"), vocab.get("</think>")
-
-    def _eos_ids(self) -> list[int]:
-        ids = self.model.generation_config.eos_token_id
-        ids = [ids] if isinstance(ids, int) else list(ids or [])
-        end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if isinstance(end, int) and end != self.tokenizer.unk_token_id and end not in ids:
-            ids.append(end)
-        if self.chat_format == "harmony":
-            ids += [i for i in harmony.stop_token_ids() if i not in ids]
-        return ids or [self.tokenizer.eos_token_id]
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[list[int]], keys: Sequence[str], params: GenerationParams) -> list[list[int]]:
@@ -187,7 +191,8 @@ class TransformersTeacher(ChatTeacher):
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         generators = [torch.Generator(device=self.device).manual_seed(seed_for(params.seed, [key])) for key in keys]
         eos = torch.tensor(self.eos_ids, device=self.device)
-        out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True)
+        out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True,
+                         logits_to_keep=1)
         tokens, finished = [], torch.zeros(n, dtype=torch.bool, device=self.device)
         for _ in range(params.max_new_tokens):
             step = self._sample(out.logits[:, -1, :].float(), params, generators)
@@ -232,9 +237,13 @@ class TransformersTeacher(ChatTeacher):
         for row, ids in enumerate(sequences):  # right padding: positions need no shifting
             input_ids[row, : len(ids)] = torch.tensor(ids)
             attention[row, : len(ids)] = 1
-        logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)).logits
+        # Only positions from the shortest prompt's last token on predict response tokens: project just those
+        # onto the vocabulary, not every prompt position.
+        first = min(len(p) for p in prompts) - 1
+        logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                            logits_to_keep=width - first).logits
         for row, (prompt, response) in enumerate(zip(prompts, responses)):
-            start = len(prompt) - 1  # logits at position t predict token t + 1
+            start = len(prompt) - 1 - first  # logits at position t predict token t + 1
             yield logits[row, start: start + len(response)].float()
 
 
@@ -261,8 +270,7 @@ class VLLMTeacher(ChatTeacher):
                        max_logprobs=-1)
         self.tokenizer = self.llm.get_tokenizer()
         self.vocab_size = len(self.tokenizer)
-        vocab = self.tokenizer.get_vocab()
-        self.think_open, self.think_close = vocab.get("<think>"), vocab.get("</think>")
+        self.eos_ids = self._end_of_turn_ids([self.tokenizer.eos_token_id])
 
     def generate(self, prompts, keys, params: GenerationParams) -> list[list[int]]:  # pragma: no cover
         from vllm import SamplingParams, TokensPrompt
