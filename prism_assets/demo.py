@@ -68,10 +68,11 @@ def materialize_all(instance: dg.DagsterInstance | None = None, resources: dict 
 
 def summary(lakehouse) -> str:
     """Rows per table and the skill × ctx grid, as text (queried with DuckDB, like a user would)."""
-    lines = []
+    lines, logits_lines = [], []
+    tables = lakehouse.tables()
     with duck.connect(lakehouse) as con:
         lines.append(f"{'table':<18} {'rows':>8} {'partitions':>10}")
-        for table in lakehouse.tables():
+        for table in tables:
             columns = ", ".join(f'"{c}"' for c in lakehouse.table(table).metadata().partition_columns)
             rows, parts = con.execute(f'SELECT count(*), count(DISTINCT ({columns})) FROM "{table}"').fetchone()
             lines.append(f"{table:<18} {rows:>8} {parts:>10}")
@@ -87,14 +88,14 @@ def summary(lakehouse) -> str:
             "SELECT reason_code, count(*) FROM quarantine GROUP BY 1 ORDER BY 2 DESC").fetchall()
         lines.append("")
         lines.append("quarantine: " + (", ".join(f"{r}: {n}" for r, n in reasons) or "empty"))
-        if "near_duplicates" in lakehouse.tables():
+        if "near_duplicates" in tables:
             duplicates, cross = con.execute("""
                 SELECT count(*) FILTER (NOT is_representative),
                        count(*) FILTER (NOT is_representative AND len(dup_group_sources) > 1)
                 FROM near_duplicates""").fetchone()
             lines.append(f"duplicates: {duplicates} prompts are not their group's representative "
                          f"({cross} matched across sources)")
-        if "diversity_caps" in lakehouse.tables():
+        if "diversity_caps" in tables:
             lines.append("clusters per skill bucket (prompts eligible per epoch under the caps):")
             for skill, clusters, prompts, eligible, rare in con.execute("""
                     SELECT skill_bucket, count(DISTINCT cluster_id), count(*), count(*) FILTER (within_cap),
@@ -102,27 +103,28 @@ def summary(lakehouse) -> str:
                     FROM diversity_caps GROUP BY 1 ORDER BY 1""").fetchall():
                 lines.append(f"  {skill}: {clusters} clusters, {prompts} prompts, {eligible} eligible, "
                              f"{rare} in the rare tail")
-        if "validation_sets" in lakehouse.tables():
+        if "validation_sets" in tables:
             suites = con.execute("SELECT suite, count(*) FROM validation_sets GROUP BY 1 ORDER BY 1").fetchall()
             lines.append("validation suites (held out of every manifest): "
                          + ", ".join(f"{suite}: {n}" for suite, n in suites))
-    if "manifest_quotas" in lakehouse.tables():
-        from prism_assets.manifest_report import report
-
-        lines += ["", report(lakehouse, round_=0)]
-    if "logit_fidelity" in lakehouse.tables():
-        with duck.connect(lakehouse) as con:
-            responses, tokens, nucleus = con.execute("""
-                SELECT count(*), sum(num_tokens), avg(list_avg(top_counts)) FROM teacher_logit_shards""").fetchone()
+        if "logit_fidelity" in tables:
+            responses, tokens, nucleus, example = con.execute("""
+                SELECT count(*), sum(num_tokens), avg(list_avg(top_counts)), min(prompt_id)
+                FROM teacher_logit_shards""").fetchone()
             kl, p99, within, per_token = con.execute("""
                 SELECT avg(kl_mean), max(kl_p99), avg(generated_within_1e3), avg(bytes_per_token)
                 FROM logit_fidelity""").fetchone()
-            [(example,)] = con.execute("SELECT min(prompt_id) FROM teacher_logit_shards").fetchall()
-        lines += ["", f"teacher logits: {responses} responses, {tokens} assistant tokens, "
-                      f"{nucleus:.1f} nucleus tokens per position on average",
-                  f"fidelity (stored format vs full vocab): KL mean {kl:.2e}, KL p99 max {p99:.2e}, generated-token "
-                  f"prob within 1e-3 for {within:.1%} of tokens, {per_token:.0f} bytes/token on disk",
-                  f"explore: prism logits show {example[:8]} --token 0"]
+            logits_lines = [
+                "", f"teacher logits: {responses} responses, {tokens} assistant tokens, "
+                    f"{nucleus:.1f} nucleus tokens per position on average",
+                f"fidelity (stored format vs full vocab): KL mean {kl:.2e}, KL p99 max {p99:.2e}, generated-token "
+                f"prob within 1e-3 for {within:.1%} of tokens, {per_token:.0f} bytes/token on disk",
+                f"explore: prism logits show {example[:8]} --token 0"]
+    if "manifest_quotas" in tables:
+        from prism_assets.manifest_report import report
+
+        lines += ["", report(lakehouse, round_=0)]
+    lines += logits_lines
     return "\n".join(lines)
 
 

@@ -131,6 +131,21 @@ class Lakehouse:
         return sorted(name for name in names if self.exists(name))
 
 
+def take_by_id(table: pa.Table, ids: pa.Array, columns: list[str], key: str = "id") -> dict[str, pa.Array]:
+    """Columns of `table` aligned to `ids` through its `key` column (null where an id is absent)."""
+    import pyarrow.compute as pc
+
+    position = pc.index_in(ids, value_set=table.column(key))
+    return {name: table.column(name).take(position) for name in columns}
+
+
+def write_atomically(filesystem, path: str, payload: bytes) -> None:
+    """Write a non-Delta file (staging part, export) so readers never see a half-written one."""
+    with filesystem.open_output_stream(path + ".tmp") as out:
+        out.write(payload)
+    filesystem.move(path + ".tmp", path)
+
+
 def _started(batches: Iterable[pa.RecordBatch | pa.Table]) -> Iterator[pa.RecordBatch | pa.Table]:
     """Pull the first batch now, on the caller's thread.
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prism_assets import sampling
-from prism_assets.lakehouse import Lakehouse
+from prism_assets.lakehouse import Lakehouse, take_by_id
 from prism_assets.sampling import PHASE_CTX, Candidates, PlanError, SamplingPlan
 
 BASE_INPUTS = ("bucket_labels", "diversity_caps", "near_duplicates", "prompt_clusters", "validation_sets")
@@ -65,12 +65,6 @@ def validation_exclusions(lakehouse: Lakehouse, versions: dict[str, int]) -> pa.
     return pc.unique(everything.combine_chunks() if everything.num_chunks else pa.array([], pa.string()))
 
 
-def _take_by_id(table: pa.Table, ids: pa.Array, columns: list[str]) -> dict[str, pa.Array]:
-    """Columns of `table` aligned to `ids` (null where an id is absent)."""
-    position = pc.index_in(ids, value_set=table.column("id"))
-    return {name: table.column(name).take(position) for name in columns}
-
-
 def load_candidates(lakehouse: Lakehouse, phase: str, round_: int, versions: dict[str, int]
                     ) -> tuple[Candidates, int, int]:
     """The phase's eligible prompts with tokens, caps, utility and difficulty; (candidates, excluded, unscored)."""
@@ -87,24 +81,24 @@ def load_candidates(lakehouse: Lakehouse, phase: str, round_: int, versions: dic
     ids = caps.column("id").combine_chunks()
     labels = lakehouse.read_table("bucket_labels", ["id", "packed_tokens_est", "prompt_tokens_est"],
                                   pc.is_in(pc.field("id"), ids), versions["bucket_labels"])
-    label = _take_by_id(labels, ids, ["packed_tokens_est", "prompt_tokens_est"])
+    label = take_by_id(labels, ids, ["packed_tokens_est", "prompt_tokens_est"])
     if label["packed_tokens_est"].null_count:
         raise PlanError(f"{label['packed_tokens_est'].null_count} capped prompts have no bucket label: re-materialize "
                         "bucket_labels and the clusters so they agree")
-    cluster_members = _take_by_id(members.rename_columns(["id", "members"]), caps.column("cluster_id").combine_chunks(),
+    cluster_members = take_by_id(members.rename_columns(["id", "members"]), caps.column("cluster_id").combine_chunks(),
                                   ["members"])["members"].fill_null(0)
-    utility, difficulty, unscored = _utility(lakehouse, ids, round_, versions)
+    utility, scorer_difficulty, unscored = _utility(lakehouse, ids, round_, versions)
+    prompt_tokens = np.asarray(label["prompt_tokens_est"].to_numpy(zero_copy_only=False), dtype=np.float64)
+    difficulty = _difficulty(caps.column("skill_bucket").to_numpy(zero_copy_only=False),
+                             caps.column("ctx_bucket").to_numpy(zero_copy_only=False), prompt_tokens, scorer_difficulty)
     table = pa.table({
         "id": ids, "skill_bucket": caps.column("skill_bucket"), "ctx_bucket": caps.column("ctx_bucket"),
         "cluster_id": caps.column("cluster_id"), "expected_tokens": label["packed_tokens_est"],
         "cap_rank": caps.column("cap_rank"), "cluster_members": cluster_members,
         "cap": caps.column("max_per_cluster_per_epoch"), "is_rare_cluster": caps.column("is_rare_cluster"),
-        "utility_score": pa.array(utility), "difficulty_proxy": pa.array(np.zeros(len(ids))),
+        "utility_score": pa.array(utility), "difficulty_proxy": pa.array(difficulty),
     })
-    candidates = Candidates.from_table(table)
-    prompt_tokens = np.asarray(label["prompt_tokens_est"].to_numpy(zero_copy_only=False), dtype=np.float64)
-    candidates.difficulty = _difficulty(candidates, prompt_tokens, difficulty)
-    return candidates, excluded, unscored
+    return Candidates.from_table(table), excluded, unscored
 
 
 def _utility(lakehouse: Lakehouse, ids: pa.Array, round_: int, versions: dict[str, int]
@@ -118,7 +112,7 @@ def _utility(lakehouse: Lakehouse, ids: pa.Array, round_: int, versions: dict[st
     if scores.num_rows == 0:
         raise PlanError(f"prompt_utility has no scores for round {round_}: score the pool for this round (valuation) "
                         "first, or sample round 0 (uniform within quotas)")
-    aligned = _take_by_id(scores, ids, ["utility_score", "difficulty_proxy"])
+    aligned = take_by_id(scores, ids, ["utility_score", "difficulty_proxy"])
     utility = np.asarray(aligned["utility_score"].to_numpy(zero_copy_only=False), dtype=np.float64)
     unscored = int(np.isnan(utility).sum())
     # Prompts added after scoring get the median score: neither favoured nor starved.
@@ -127,12 +121,12 @@ def _utility(lakehouse: Lakehouse, ids: pa.Array, round_: int, versions: dict[st
     return np.clip(utility, 0.0, 1.0), difficulty, unscored
 
 
-def _difficulty(c: Candidates, prompt_tokens: np.ndarray, scorer: np.ndarray) -> np.ndarray:
+def _difficulty(skill: np.ndarray, ctx: np.ndarray, prompt_tokens: np.ndarray, scorer: np.ndarray) -> np.ndarray:
     """The scorer's difficulty where given, else the prompt-length percentile within the cell (longer
     prompts carry more constraints and context: a cheap proxy until teacher statistics exist)."""
-    proxy = np.zeros(len(c.ids))
-    for cell in set(zip(c.skill, c.ctx)):
-        members = np.flatnonzero((c.skill == cell[0]) & (c.ctx == cell[1]))
+    proxy = np.zeros(len(skill))
+    for cell in set(zip(skill, ctx)):
+        members = np.flatnonzero((skill == cell[0]) & (ctx == cell[1]))
         proxy[members] = sampling.difficulty_percentile(prompt_tokens[members])
     return np.where(np.isnan(scorer), proxy, np.clip(scorer, 0.0, 1.0))
 

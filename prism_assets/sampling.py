@@ -184,12 +184,12 @@ def draw_cell(c: Candidates, members: np.ndarray, target: int, plan: SamplingPla
     chosen, epochs, tails, weights = [], [], [], []
     achieved, tail_achieved, epochs_used = 0, 0, 0
     tail_goal = plan.epsilon * target
+    size, cap, rank = c.cluster_members[members], c.cap[members], c.cap_rank[members]
     for epoch in range(plan.max_epochs):
         if achieved >= target:
             break
-        size = c.cluster_members[members]
-        window = (c.cap_rank[members] - epoch * c.cap[members]) % np.maximum(size, 1)
-        eligible = (c.cap_rank[members] >= 0) & ((size <= c.cap[members]) | (window < c.cap[members]))
+        window = (rank - epoch * cap) % np.maximum(size, 1)
+        eligible = (rank >= 0) & ((size <= cap) | (window < cap))
         if not eligible.any():
             break
         rng = _rng(plan, phase, round_, skill, ctx, epoch)
@@ -246,7 +246,7 @@ def build_manifest(c: Candidates, plan: SamplingPlan, phase: str, round_: int) -
             "clusters_available": len(set(c.cluster[available])), "clusters_sampled": len(set(c.cluster[draw.rows])),
             "max_prompt_tokens": int(c.tokens[available].max()) if len(available) else 0,
         })
-    rows = np.concatenate([d.rows for _, _, d in draws]) if draws else np.zeros(0, np.int64)
+    rows = np.concatenate([d.rows for _, _, d in draws])  # the grid always has cells
     # Spread every cell evenly over the phase's stream: sort by the fraction of its own draw each row is at.
     fraction = np.concatenate([(np.arange(len(d.rows)) + 0.5) / max(len(d.rows), 1) for _, _, d in draws])
     cell_index = np.concatenate([np.full(len(d.rows), i) for i, (_, _, d) in enumerate(draws)])

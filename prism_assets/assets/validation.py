@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 from prism_assets import checkers, validation
 from prism_assets.assets.labels import grid_markdown
 from prism_assets.assets.metadata import counts_markdown, table_metadata
+from prism_assets.lakehouse import take_by_id
 from prism_assets.partitions import active_sources, validation_partitions
 from prism_assets.resources import LakehouseResource
 from prism_assets.schemas import VALIDATION_SETS
@@ -98,15 +99,13 @@ def validation_sets(context: dg.AssetExecutionContext, config: ValidationConfig,
         extra["candidates_checked_per_source"] = dg.MetadataValue.md(counts_markdown(checked, "source"))
         if not checked:
             context.log.warning(f"no source of the registry has a `reference:` for the {suite} suite; it stays empty")
-    ids = items.column("prompt_id")
-    label = candidates.take(pc.index_in(ids, value_set=candidates.column("id")))
+    ids = items.column("prompt_id").combine_chunks()
     pool = store.read_table("prompt_pool", ["id", "messages", "prompt_text", "prompt_tokens_est"],
                             pc.is_in(pc.field("id"), ids))
-    prompt = pool.take(pc.index_in(ids, value_set=pool.column("id")))
     table = pa.table({
         "prompt_id": ids, "suite": pa.array([suite] * len(ids), pa.string()),
-        **{name: label.column(name) for name in ("source_dataset", "skill_bucket", "ctx_bucket", "dup_group_id")},
-        **{name: prompt.column(name) for name in ("messages", "prompt_text", "prompt_tokens_est")},
+        **take_by_id(candidates, ids, ["source_dataset", "skill_bucket", "ctx_bucket", "dup_group_id"]),
+        **take_by_id(pool, ids, ["messages", "prompt_text", "prompt_tokens_est"]),
         **{name: items.column(name) for name in ("reference_answer", "checker", "checker_args")},
         "selection_seed": pa.array([config.seed] * len(ids), pa.int64()),
     })
