@@ -18,18 +18,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from prism_assets import harmony
-from prism_assets.assets.ingest import raw_batches
-from prism_assets.assets.labels import build_labels
-from prism_assets.assets.pool import build_pool
-from prism_assets.bucketing import EXPECTED_COMPLETION_TOKENS
-from prism_assets.lakehouse import Lakehouse
-from prism_assets.normalize import NormalizeConfig
-from prism_assets.schemas import RAW_PROMPTS
-from prism_assets.settings import EMBEDDED_REGISTRY
-from prism_assets.sources.adapters import adapt
-from prism_assets.sources.readers import read_source
-from prism_assets.sources.registry import Source, load_registry
+from prism_assets.core import harmony
+from prism_assets.core.contracts import RAW_PROMPTS
+from prism_assets.core.settings import EMBEDDED_REGISTRY
+from prism_assets.core.storage import Lakehouse
+from prism_assets.curation.buckets.classifier import EXPECTED_COMPLETION_TOKENS
+from prism_assets.curation.buckets.labels import build_labels
+from prism_assets.curation.ingest.adapters import adapt
+from prism_assets.curation.ingest.raw import raw_batches
+from prism_assets.curation.ingest.readers import read_source
+from prism_assets.curation.ingest.registry import Source, load_registry
+from prism_assets.curation.normalize.pool import build_pool
+from prism_assets.curation.normalize.rows import NormalizeConfig
 
 
 def replicate_samples(path: Path, prompts: int) -> None:
@@ -78,7 +78,8 @@ def main() -> None:
         timings["bucket (bucket_labels)"] = time.perf_counter() - started
 
     total = sum(timings.values())
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"python {platform.python_version()}")
     print(f"prompts: {args.prompts:,} (pool {stats['pool']:,}, quarantine {sum(stats['quarantine'].values()):,}), "
           f"workers: {args.workers}")
     for stage, seconds in timings.items():

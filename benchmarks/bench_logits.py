@@ -26,15 +26,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from prism_assets import fidelity, logit_capture, logit_export
-from prism_assets import teacher as teachers
+from prism_assets.teacher import backends as teachers
+from prism_assets.teacher.logits import capture as logit_capture
+from prism_assets.teacher.logits import export as logit_export
+from prism_assets.teacher.logits import fidelity
 
 
 def embedded_prompts(count: int) -> list[list[dict]]:
     """User prompts from every embedded source, round-robin, so skills are mixed."""
-    from prism_assets.settings import EMBEDDED_REGISTRY
+    from prism_assets.core.settings import EMBEDDED_DATA
 
-    folder = EMBEDDED_REGISTRY.parent.parent / "data" / "embedded"
+    folder = EMBEDDED_DATA
     fields = {"gsm8k_train_400.jsonl": "question", "math_train_400.jsonl": "problem", "dolly.jsonl": "prompt",
               "ifeval_input_data.jsonl": "prompt", "humaneval.jsonl": "prompt"}
     pools = [[json.loads(line)[field] for line in (folder / name).read_text().splitlines()[:count]]

@@ -21,11 +21,21 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from prism_assets import manifest, sampling
-from prism_assets.lakehouse import Lakehouse
-from prism_assets.mixture import load_mixture
-from prism_assets.schemas import (BUCKET_LABELS, CTX_BUCKETS, DIVERSITY_CAPS, MANIFEST_QUOTAS, NEAR_DUPLICATES,
-                                  PROMPT_CLUSTERS, SAMPLING_MANIFEST, SKILL_BUCKETS, VALIDATION_SETS)
+from prism_assets.core.contracts import (
+    BUCKET_LABELS,
+    CTX_BUCKETS,
+    DIVERSITY_CAPS,
+    MANIFEST_QUOTAS,
+    NEAR_DUPLICATES,
+    PROMPT_CLUSTERS,
+    SAMPLING_MANIFEST,
+    SKILL_BUCKETS,
+    VALIDATION_SETS,
+)
+from prism_assets.core.mixture import load_mixture
+from prism_assets.core.storage import Lakehouse
+from prism_assets.curation.sampling import manifest
+from prism_assets.curation.sampling import sampler as sampling
 
 
 def peak_rss_mib() -> float:
@@ -60,7 +70,8 @@ def synthetic_inputs(lakehouse: Lakehouse, n: int, seed: int = 0) -> None:
     labels = pa.table({
         "id": ids, "source_dataset": ["synthetic"] * n, "skill_bucket": skill, "skill_bucket_prior": skill,
         "skill_confidence": np.ones(n, np.float32), "skill_scores": pa.nulls(n, pa.list_(pa.float32())),
-        "prompt_tokens_est": (tokens * 0.4).astype(np.int32), "expected_completion_tokens": (tokens * 0.6).astype(np.int32),
+        "prompt_tokens_est": (tokens * 0.4).astype(np.int32),
+        "expected_completion_tokens": (tokens * 0.6).astype(np.int32),
         "packed_tokens_est": tokens, "ctx_bucket": ctx, "classifier_version": ["synthetic"] * n})
     caps = pa.table({
         "id": ids, "skill_bucket": skill, "ctx_bucket": ctx, "cluster_id": cluster, "cluster_size": members,
@@ -73,7 +84,8 @@ def synthetic_inputs(lakehouse: Lakehouse, n: int, seed: int = 0) -> None:
         "dup_group_size": np.ones(n, np.int32), "dup_group_sources": pa.nulls(n, pa.list_(pa.string()))})
     clusters = pa.table({
         "id": ids, "skill_bucket": skill, "ctx_bucket": ctx, "cluster_id": cluster, "cluster_size": members,
-        "cluster_rank": rank, "is_semantic_duplicate": np.zeros(n, bool), "semantic_duplicate_of": pa.nulls(n, pa.string()),
+        "cluster_rank": rank, "is_semantic_duplicate": np.zeros(n, bool),
+        "semantic_duplicate_of": pa.nulls(n, pa.string()),
         "embedder_version": ["synthetic"] * n})
     held = rng.choice(n, n // 200, replace=False)
     validation = pa.table({
@@ -89,7 +101,8 @@ def synthetic_inputs(lakehouse: Lakehouse, n: int, seed: int = 0) -> None:
             ("validation_sets", VALIDATION_SETS, validation, "suite", "kl_slice")):
         lakehouse.replace_partition(name, schema, lambda t=table: [t], column, key)
     for skill_bucket in SKILL_BUCKETS:
-        for name, schema, table in (("diversity_caps", DIVERSITY_CAPS, caps), ("prompt_clusters", PROMPT_CLUSTERS, clusters)):
+        for name, schema, table in (("diversity_caps", DIVERSITY_CAPS, caps),
+                                    ("prompt_clusters", PROMPT_CLUSTERS, clusters)):
             part = table.filter(pa.compute.equal(table.column("skill_bucket"), skill_bucket))
             lakehouse.replace_partition(name, schema, lambda t=part: [t], "skill_bucket", skill_bucket)
 
@@ -111,9 +124,9 @@ def main() -> None:
             built = manifest.build(lakehouse, plan, phase, 0)
             build_s = time.perf_counter() - started
             started = time.perf_counter()
-            lakehouse.replace_partition("sampling_manifest", SAMPLING_MANIFEST, lambda: [built.manifest],
+            lakehouse.replace_partition("sampling_manifest", SAMPLING_MANIFEST, lambda built=built: [built.manifest],
                                         ("phase", "round"), (phase, 0))
-            lakehouse.replace_partition("manifest_quotas", MANIFEST_QUOTAS, lambda: [built.quotas],
+            lakehouse.replace_partition("manifest_quotas", MANIFEST_QUOTAS, lambda built=built: [built.quotas],
                                         ("phase", "round"), (phase, 0))
             write_s = time.perf_counter() - started
             short = sum(1 for s in built.quotas.column("shortfall_tokens").to_pylist() if s > 0)

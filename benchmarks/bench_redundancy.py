@@ -4,7 +4,8 @@ Lexical path = the same core code as the assets: lexical embeddings (TF-IDF + SV
 MinHash signatures → duplicate groups across all prompts (LSH) → k-means clusters + SemDeDup per
 (skill, ctx) cell → caps. Prompts are the embedded samples replicated with small edits (a numeric
 suffix), so most copies are near-duplicates, as in real repackaged data; skill buckets are spread
-over five cells by their position; clustering runs on every prompt, as if all were distinct. MiniLM is timed separately on a smaller sample (its cost is per prompt).
+over five cells by their position; clustering runs on every prompt, as if all were distinct. MiniLM is timed \
+separately on a smaller sample (its cost is per prompt).
 
     .venv/bin/python benchmarks/bench_redundancy.py [--prompts 100000] [--minilm-prompts 2000]
 """
@@ -19,8 +20,8 @@ import time
 
 import numpy as np
 
-from prism_assets import clustering, dedup
-from prism_assets.embedders import get_embedder, reference_corpus
+from prism_assets.curation.redundancy import clustering, dedup
+from prism_assets.curation.redundancy.embedders import get_embedder, reference_corpus
 
 
 def peak_rss_mib() -> float:
@@ -63,7 +64,8 @@ def main() -> None:
         rows = np.flatnonzero(cells == cell)
         result = clustering.cluster([ids[i] for i in rows], vectors[rows])
         clusters += int(result.labels.max()) + 1 if len(rows) else 0
-        clustering.apply_caps(result.labels, result.rank, np.array([d is not None for d in result.semantic_duplicate_of]), 16)
+        clustering.apply_caps(result.labels, result.rank,
+                              np.array([d is not None for d in result.semantic_duplicate_of]), 16)
     timings["k-means + SemDeDup + caps (all rows)"] = time.perf_counter() - started
 
     total = sum(timings.values())
@@ -80,7 +82,8 @@ def main() -> None:
     started = time.perf_counter()
     minilm.embed(sample)
     seconds = time.perf_counter() - started
-    print(f"MiniLM ({minilm.version}): {len(sample):,} prompts in {seconds:.1f} s = {len(sample) / seconds:,.0f} prompts/s")
+    print(f"MiniLM ({minilm.version}): {len(sample):,} prompts in {seconds:.1f} s = "
+          f"{len(sample) / seconds:,.0f} prompts/s")
 
 
 if __name__ == "__main__":

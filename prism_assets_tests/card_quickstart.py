@@ -1,4 +1,4 @@
-"""The dataset card's Quick Start (seed 002), verbatim: our export must work with it unchanged."""
+"""The dataset card's Quick Start (spec Part 2), verbatim: our export must work with it unchanged."""
 # ruff: noqa
 import numpy as np
 

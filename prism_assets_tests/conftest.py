@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from prism_assets.settings import EMBEDDED_REGISTRY
+from prism_assets.core.settings import EMBEDDED_DATA, EMBEDDED_REGISTRY
 
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="prism-tests-"))
 atexit.register(shutil.rmtree, SESSION_DIR, ignore_errors=True)
@@ -31,7 +31,8 @@ GSM8K_FIRST = ("Natalia sold clips to 48 of her friends in April, and then she s
                "How many clips did Natalia sell altogether in April and May?")
 # Planted duplicates of embedded prompts (other sources), and prompts that must stay distinct.
 PLANTED = {
-    "case-and-space": "  natalia SOLD clips to 48 of her friends in april,   and then she sold half as many clips in May. "
+    "case-and-space": "  natalia SOLD clips to 48 of her friends in april,   "
+                      "and then she sold half as many clips in May. "
                       " How many clips did Natalia sell altogether in April and May?  ",
     "edited-copy": GSM8K_FIRST + " Show your work.",
     "same-math-problem": None,  # filled with the first MATH problem below: the same problem in two sources
@@ -40,7 +41,7 @@ PLANTED = {
     "distinct-other": "Explain why the sky is blue, in two sentences.",
 }
 PLANTED["same-math-problem"] = json.loads(
-    (EMBEDDED_REGISTRY.parent.parent / "data" / "embedded" / "math_train_400.jsonl").read_text().splitlines()[0])["problem"]
+    (EMBEDDED_DATA / "math_train_400.jsonl").read_text().splitlines()[0])["problem"]
 
 
 def _write_fixture_registry(folder: Path) -> Path:
@@ -49,8 +50,10 @@ def _write_fixture_registry(folder: Path) -> Path:
         json.dumps({"id": "empty", "messages": [{"role": "user", "content": "   "}]}).encode(),
         json.dumps({"id": "placeholder", "dataset": "taco", "split": "train", "index": "17",
                     "messages": [{"role": "user", "content": "-"}]}).encode(),
-        json.dumps({"id": "image", "messages": [{"role": "user", "content": [{"type": "image", "url": "x"}]}]}).encode(),
-        json.dumps({"id": "order", "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}).encode(),
+        json.dumps({"id": "image",
+                    "messages": [{"role": "user", "content": [{"type": "image", "url": "x"}]}]}).encode(),
+        json.dumps({"id": "order",
+                    "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}).encode(),
         b'{"id": "bad-bytes", "messages": [{"role": "user", "content": "caf\xe9 \xff"}]}',
         b'{"id": "truncated", "messages": [',
         json.dumps({"id": "huge", "messages": [{"role": "user", "content": "word " * 40_000}]}).encode(),
@@ -86,13 +89,50 @@ def lakehouse_root(tmp_path) -> str:
     return str(tmp_path / "lakehouse")
 
 
-@pytest.fixture(scope="session")
-def materialized(tmp_path_factory):
-    """Every partition of the test registry (embedded samples + fixtures), materialized once."""
-    from prism_assets.demo import materialize_all
-    from prism_assets.lakehouse import Lakehouse
-    from prism_assets.resources import LakehouseResource
+class StagedLakehouse:
+    """The test registry (embedded samples + fixtures) materialized stage by stage, on demand: a test asks for the
+    last stage it reads, and only the stages up to it run (once per session, in the demo's order)."""
 
-    root = str(tmp_path_factory.mktemp("lakehouse"))
-    results = materialize_all(resources={"lakehouse": LakehouseResource(root=root)}, raise_on_error=False)
-    return Lakehouse(root), results
+    def __init__(self, root: str):
+        from prism_assets.cli.demo import demo_steps
+        from prism_assets.core.storage import Lakehouse
+        from prism_assets.defs.definitions import build_definitions
+        from prism_assets.defs.resources import LakehouseResource, TeacherResource
+
+        self.lakehouse = Lakehouse(root)
+        self.definitions = build_definitions()
+        self.resources = {"lakehouse": LakehouseResource(root=root), "teacher": TeacherResource()}
+        self.steps = demo_steps(self.definitions)
+        self.results: dict[str, list] = {}
+
+    def through(self, stage: str):
+        from prism_assets.cli.demo import run_step
+
+        last = max(i for i, step in enumerate(self.steps) if stage in step.stages)
+        for step in self.steps[len(self.results): last + 1]:
+            self.results[step.title] = run_step(step, self.definitions, resources=self.resources,
+                                                raise_on_error=False)
+        return self.lakehouse
+
+
+@pytest.fixture(scope="session")
+def staged(tmp_path_factory) -> StagedLakehouse:
+    return StagedLakehouse(str(tmp_path_factory.mktemp("lakehouse")))
+
+
+@pytest.fixture(scope="session")
+def curated(staged):
+    """The prompt pool through redundancy control: pool, quarantine, labels, duplicates, clusters, caps."""
+    return staged.through("redundancy")
+
+
+@pytest.fixture(scope="session")
+def sampled(staged):
+    """... plus the validation suites and the round-0 manifests of every phase."""
+    return staged.through("sampling")
+
+
+@pytest.fixture(scope="session")
+def materialized(staged):
+    """Every stage, teacher logits included, and the results of every run."""
+    return staged.through("teacher_logits"), staged.results

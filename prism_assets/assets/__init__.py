@@ -1,1 +1,0 @@
-"""Asset modules, one per pipeline stage; each reads inputs, calls the core, writes Delta."""

@@ -1,0 +1,51 @@
+"""ingest: every registered source streamed into `raw_prompts`, rows exactly as read."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import pyarrow as pa
+
+from prism_assets.core.contracts import RAW_PROMPTS
+from prism_assets.curation.ingest.raw import raw_batches
+from prism_assets.defs.metadata import asset_attributes, table_metadata
+from prism_assets.defs.partitions import Partitions
+from prism_assets.defs.resources import LakehouseResource
+
+STAGE = "ingest"
+
+
+def build(parts: Partitions) -> list:
+    @dg.asset(
+        partitions_def=parts.source,
+        kinds={"delta", "python"},
+        **asset_attributes("raw_prompts", STAGE),
+        description="Rows of each registered source exactly as read (JSON text), with source ids and licence. "
+        "Unreadable lines are kept with `read_error` so they reach the quarantine.",
+    )
+    def raw_prompts(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> dg.MaterializeResult:
+        source = parts.sources[context.partition_key]
+        store = lakehouse.get()
+        counts = {"rows": 0, "read_errors": 0}
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            counts.update(rows=0, read_errors=0)
+            for batch in raw_batches(source, context.log.info):
+                counts["rows"] += batch.num_rows
+                counts["read_errors"] += batch.num_rows - batch.column("read_error").null_count
+                yield batch
+
+        version = store.replace_partition("raw_prompts", RAW_PROMPTS, batches, "source_dataset", source.name)
+        return dg.MaterializeResult(
+            metadata=table_metadata(
+                store,
+                "raw_prompts",
+                version,
+                counts["rows"],
+                [("source_dataset", source.name)],
+                source_uri=source.uri,
+                unreadable_rows=counts["read_errors"],
+                licence=source.licence,
+            )
+        )
+
+    return [raw_prompts]

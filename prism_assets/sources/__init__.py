@@ -1,1 +1,0 @@
-"""Prompt sources: the registry of datasets, streaming readers, and per-format adapters."""
