@@ -106,11 +106,15 @@ class StagedLakehouse:
         self.results: dict[str, list] = {}
 
     def through(self, stage: str):
-        from prism_assets.cli.demo import run_step
+        from prism_assets.cli.demo import DEMO_RUN_CONFIG, run_step
 
+        # the demo's settings, with a lighter valuation: the teacher's window and the labels are the slow part
+        config = {**DEMO_RUN_CONFIG, "prompt_features": {"config": {"context": 16, "window": 4}},
+                  "lp_labels": {"config": {"calibration_share": 0.02, "min_per_bucket": 6, "warmup_steps": 8,
+                                           "heldout_prompts": 8, "heldout_tokens": 12, "max_new_tokens": 16}}}
         last = max(i for i, step in enumerate(self.steps) if stage in step.stages)
         for step in self.steps[len(self.results): last + 1]:
-            self.results[step.title] = run_step(step, self.definitions, resources=self.resources,
+            self.results[step.title] = run_step(step, self.definitions, config, resources=self.resources,
                                                 raise_on_error=False)
         return self.lakehouse
 
@@ -136,3 +140,11 @@ def sampled(staged):
 def materialized(staged):
     """Every stage, teacher logits included, and the results of every run."""
     return staged.through("teacher_logits"), staged.results
+
+
+@pytest.fixture(scope="session")
+def teacher():
+    """The default offline teacher, loaded once per process (the same object the Dagster resource hands out)."""
+    from prism_assets.defs.resources import TeacherResource
+
+    return TeacherResource().get()

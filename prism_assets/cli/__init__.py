@@ -160,6 +160,13 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_valuation_show(args: argparse.Namespace) -> int:
+    from prism_assets.valuation.report import report
+
+    print(report(_lakehouse(args), args.round))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from prism_assets.cli.demo import main
 
@@ -232,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--heldout-prompts", type=int, default=48, help="kl_slice prompts in the held-out set")
     distill.add_argument("--heldout-tokens", type=int, default=32, help="teacher response tokens per held-out prompt")
     distill.set_defaults(func=cmd_distill)
+    valuation = sub.add_parser("valuation", help="inspect the valuation stage").add_subparsers(
+        dest="valuation_command", required=True)
+    show_valuation = valuation.add_parser("show", help="labels, heads, utility and the manifest shift of a round")
+    show_valuation.add_argument("--round", type=int, default=1)
+    show_valuation.set_defaults(func=cmd_valuation_show)
     sub.add_parser("demo", help="materialize the demo lakehouse and print a summary").set_defaults(func=cmd_demo)
     return parser
 

@@ -11,6 +11,7 @@ import dagster as dg
 from prism_assets.core import duck
 from prism_assets.core.contracts import CTX_BUCKETS
 from prism_assets.defs.definitions import build_definitions
+from prism_assets.defs.partitions import round_partitions
 from prism_assets.defs.resources import LakehouseResource
 
 # The bundled samples hold a few million tokens, so the demo's manifests share a small budget
@@ -19,9 +20,25 @@ DEMO_TOKEN_BUDGET = 2_000_000
 DEMO_MANIFEST_CONFIG = {"ops": {"sampling_manifest": {"config": {"token_budget": DEMO_TOKEN_BUDGET}}}}
 # The CPU teacher writes a couple of short responses per shard so the demo stays within minutes.
 DEMO_LOGITS_CONFIG = {"ops": {"teacher_logit_shards": {"config": {"max_prompts_per_shard": 2, "max_new_tokens": 32}}}}
-DEMO_RUN_CONFIG = {**DEMO_MANIFEST_CONFIG["ops"], **DEMO_LOGITS_CONFIG["ops"]}
-# Scorer rounds after 0 need prompt utilities (the valuation stage); the demo builds round 0.
-DEMO_ROUNDS = ("0",)
+# Valuation sized for minutes on a CPU: a short window per prompt, 12 labels per skill bucket (a head each).
+DEMO_VALUATION_CONFIG = {
+    "ops": {
+        "prompt_features": {"config": {"context": 24, "window": 4}},
+        "lp_labels": {
+            "config": {
+                "calibration_share": 0.02,
+                "min_per_bucket": 12,
+                "warmup_steps": 16,
+                "heldout_prompts": 12,
+                "heldout_tokens": 16,
+                "max_new_tokens": 24,
+            }
+        },
+    }
+}
+DEMO_RUN_CONFIG = {**DEMO_MANIFEST_CONFIG["ops"], **DEMO_LOGITS_CONFIG["ops"], **DEMO_VALUATION_CONFIG["ops"]}
+# The demo builds the uniform warm-up round 0 and one scored round (labels → heads → utility → manifests).
+DEMO_ROUNDS = ("0", "1")
 DEMO_TAGS = {"prism/demo": "true"}
 
 
@@ -68,10 +85,10 @@ def demo_steps(definitions: dg.Definitions) -> list[Step]:
 
 
 def demo_round(partitions_def: dg.PartitionsDefinition, key: str) -> str:
-    """The scorer round of a phase × round key; other partitions belong to every round."""
+    """The scorer round of a round or phase × round key; other partitions belong to every round."""
     if isinstance(partitions_def, dg.MultiPartitionsDefinition):
         return partitions_def.get_partition_key_from_str(key).keys_by_dimension["round"]
-    return DEMO_ROUNDS[0]
+    return key if partitions_def == round_partitions else DEMO_ROUNDS[0]
 
 
 def fans_in(graph, key: dg.AssetKey, dep: dg.AssetKey) -> int:
@@ -193,6 +210,10 @@ def summary(lakehouse) -> str:
         from prism_assets.curation.sampling.report import report
 
         lines += ["", report(lakehouse, round_=0)]
+    if "scorer_weights" in tables:
+        from prism_assets.valuation.report import report as valuation_report
+
+        lines += ["", valuation_report(lakehouse, int(DEMO_ROUNDS[-1]))]
     lines += logits_lines
     return "\n".join(lines)
 
@@ -206,13 +227,21 @@ def distill_demo(lakehouse) -> str:
     from prism_assets.distill.train import DistillConfig
 
     print("distillation: a 5-layer pruned student on the stored shards (sparse KD)", flush=True)
-    result = runs.run(lakehouse, DistillConfig(**DEMO_DISTILL), heldout_limit=16, heldout_tokens=16,
-                      log=lambda line: print(f"  {line}", flush=True))
+    result = runs.run(
+        lakehouse,
+        DistillConfig(**DEMO_DISTILL),
+        heldout_limit=16,
+        heldout_tokens=16,
+        log=lambda line: print(f"  {line}", flush=True),
+    )
     with duck.connect(lakehouse) as con:
-        curve = con.execute("SELECT step, tokens, heldout_kl FROM distill_runs WHERE run_id = ? ORDER BY step",
-                            [result["run_id"]]).fetchall()
-    lines = [f"distill run {result['run_id']} ({result['signal']}, {result['loss']}, "
-             f"{result['bytes_per_token']:.0f} stored bytes/token): held-out KL per token"]
+        curve = con.execute(
+            "SELECT step, tokens, heldout_kl FROM distill_runs WHERE run_id = ? ORDER BY step", [result["run_id"]]
+        ).fetchall()
+    lines = [
+        f"distill run {result['run_id']} ({result['signal']}, {result['loss']}, "
+        f"{result['bytes_per_token']:.0f} stored bytes/token): held-out KL per token"
+    ]
     lines += [f"  step {step:>3}  {tokens:>6} tokens  KL {kl:.3f}" for step, tokens, kl in curve]
     return "\n".join(lines)
 
@@ -230,7 +259,7 @@ def main() -> int:
         print(f"\nFailed stages: {failed} (see the run logs in the UI: make ui)", file=sys.stderr)
         return 1
     print("\n" + curve)
-    print("\nOpen the UI with `make ui`; query with `prism sql \"SELECT * FROM prompt_pool LIMIT 5\"`.")
+    print('\nOpen the UI with `make ui`; query with `prism sql "SELECT * FROM prompt_pool LIMIT 5"`.')
     return 0
 
 

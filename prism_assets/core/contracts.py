@@ -263,6 +263,56 @@ LOGIT_FIDELITY = pa.schema([
     ("nucleus_mass_mean", pa.float64()),
 ])
 
+# Valuation (spec §8–§9): cheap features per prompt, learning-progress labels, scorer heads.
+PROMPT_FEATURES = pa.schema([
+    ("id", pa.string()),
+    ("source_dataset", pa.string()),  # partition
+    ("skill_bucket", pa.string()),
+    ("ctx_bucket", pa.string()),
+    ("log_prompt_tokens", pa.float32()),  # log1p of prompt_tokens_est
+    ("num_user_turns", pa.float32()),
+    ("skill_confidence", pa.float32()),
+    ("constraint_markers", pa.float32()),  # log1p of lexical marker counts
+    ("enumeration_markers", pa.float32()),
+    ("code_fences", pa.float32()),
+    ("equation_markers", pa.float32()),
+    ("teacher_entropy_mean", pa.float32()),  # nats, over the window at the prompt's end (null: not computed)
+    ("teacher_entropy_max", pa.float32()),
+    ("teacher_margin_mean", pa.float32()),  # top-1 − top-2 log-prob
+    ("teacher_margin_max", pa.float32()),
+    ("window_tokens", pa.int32()),  # positions the window statistics cover
+    ("teacher_id", pa.string()),
+    ("feature_version", pa.string()),
+])
+
+LP_LABELS = pa.schema([
+    ("round", pa.int32()),  # partition: the scorer round the labels train
+    ("prompt_id", pa.string()),  # the batch's first prompt (a batch is one prompt by default)
+    ("skill_bucket", pa.string()),
+    ("batch_prompt_ids", pa.list_(pa.string())),
+    ("tokens", pa.int64()),  # tokens the k mini-updates trained on
+    ("heldout_kl_before", pa.float64()),
+    ("heldout_kl_after", pa.float64()),
+    ("lp_value", pa.float64()),  # (before − after) / tokens
+    ("seconds", pa.float64()),  # cost of the label (updates + held-out evaluation)
+    ("heldout_prompts", pa.int32()),
+    ("warmup_steps", pa.int32()),  # online-KD steps the labelling student had before this round
+    ("teacher_id", pa.string()),
+    ("settings_json", pa.string()),
+])
+
+SCORER_WEIGHTS = pa.schema([
+    ("round", pa.int32()),  # partition
+    ("skill_bucket", pa.string()),
+    ("weights", pa.binary()),  # safetensors of the head (MLP + input standardization)
+    ("training_rows", pa.int64()),
+    ("heldout_spearman", pa.float64()),  # with LP labels held out of the fit (NaN: too few labels)
+    ("fallback_all_buckets", pa.bool_()),  # too few labels in the bucket: the head of every bucket's labels
+    ("inputs", pa.int32()),
+    ("feature_names", pa.list_(pa.string())),  # after the embedding dimensions
+    ("config_json", pa.string()),
+])
+
 # Written by `prism distill` (one row per evaluation of a run), not by an asset: experiment logs.
 DISTILL_RUNS = pa.schema([
     ("run_id", pa.string()),  # sha256 of the config and inputs
@@ -295,4 +345,8 @@ CONTRACTS = {
     "manifest_runs": MANIFEST_RUNS,
     "teacher_logit_shards": TEACHER_LOGITS,
     "logit_fidelity": LOGIT_FIDELITY,
+    "prompt_features": PROMPT_FEATURES,
+    "lp_labels": LP_LABELS,
+    "scorer_weights": SCORER_WEIGHTS,
+    "prompt_utility": PROMPT_UTILITY,
 }

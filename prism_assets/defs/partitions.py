@@ -18,11 +18,10 @@ skill_partitions = dg.StaticPartitionsDefinition(list(SKILL_BUCKETS))
 validation_partitions = dg.StaticPartitionsDefinition(list(VALIDATION_SUITES))
 # The manifest: one partition per curriculum phase and scorer round (round 0 = uniform within quotas).
 MANIFEST_ROUNDS = ("0", "1", "2", "3")
+# Scorer rounds of the valuation stage; round 0 is the warm-up (uniform utility, no labels).
+round_partitions = dg.StaticPartitionsDefinition(list(MANIFEST_ROUNDS))
 manifest_partitions = dg.MultiPartitionsDefinition(
-    {
-        "phase": dg.StaticPartitionsDefinition(list(PHASES)),
-        "round": dg.StaticPartitionsDefinition(list(MANIFEST_ROUNDS)),
-    }
+    {"phase": dg.StaticPartitionsDefinition(list(PHASES)), "round": round_partitions}
 )
 
 # asset -> the column its partition key is stored in (SQL checks and metadata narrow to it)
@@ -42,6 +41,10 @@ PARTITION_COLUMNS: dict[str, str | tuple[str, ...]] = {
     "manifest_runs": ("phase", "round"),
     "teacher_logit_shards": "shard",
     "logit_fidelity": "shard",
+    "prompt_features": "source_dataset",
+    "lp_labels": "round",
+    "scorer_weights": "round",
+    "prompt_utility": "round",
 }
 
 
@@ -55,19 +58,21 @@ class Partitions:
     skill: dg.StaticPartitionsDefinition = skill_partitions
     suite: dg.StaticPartitionsDefinition = validation_partitions
     manifest: dg.MultiPartitionsDefinition = manifest_partitions
+    round: dg.StaticPartitionsDefinition = round_partitions
 
     @property
     def logit_shards(self) -> int:
         return len(self.logit_shard.get_partition_keys())
 
     def dimension(self, partitions_def: dg.PartitionsDefinition | None) -> str:
-        """What a partitions definition of this location stands for: source, skill, suite, phase_round or shard."""
+        """What a partitions definition of this location stands for: source, skill, suite, phase_round, shard, round."""
         named = {
             "source": self.source,
             "skill": self.skill,
             "suite": self.suite,
             "phase_round": self.manifest,
             "shard": self.logit_shard,
+            "round": self.round,
         }
         return next((name for name, known in named.items() if known == partitions_def), "unpartitioned")
 
@@ -79,6 +84,7 @@ class Partitions:
             "suite": self.suite,
             ("phase", "round"): self.manifest,
             "shard": self.logit_shard,
+            "round": self.round,
         }[PARTITION_COLUMNS[asset]]
 
 

@@ -33,9 +33,16 @@ def free_port() -> int:
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 1.0):
+    """Poll `condition` until it returns something truthy; an element the page re-rendered meanwhile (stale)
+    counts as not there yet."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = condition()
+        try:
+            value = condition()
+        except StaleElementReferenceException:
+            value = None
         if value:
             return value
         time.sleep(interval)

@@ -16,6 +16,7 @@ from prism_assets.defs.resources import LakehouseResource
 
 STAGE = "sampling"
 ALL_PARTITIONS = dg.AllPartitionMapping()
+SAME_ROUND = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="round")
 
 
 class ManifestConfig(dg.Config):
@@ -43,8 +44,12 @@ def build(parts: Partitions) -> list:
                 kinds={"delta", "numpy"},
                 **asset_attributes("sampling_manifest", STAGE),
                 deps=[
-                    dg.AssetDep(name, partition_mapping=ALL_PARTITIONS)
-                    for name in ("bucket_labels", "diversity_caps", "validation_sets")
+                    *(
+                        dg.AssetDep(name, partition_mapping=ALL_PARTITIONS)
+                        for name in ("bucket_labels", "diversity_caps", "validation_sets")
+                    ),
+                    # round r samples by round r's utility (round 0: uniform)
+                    dg.AssetDep("prompt_utility", partition_mapping=SAME_ROUND),
                 ],
                 description="The training stream of one curriculum phase and scorer round: prompt ids in "
                 "stream_order with cell, epoch, sampling weight and expected tokens, under the (B × C) quota "

@@ -1,0 +1,118 @@
+"""Cheap features of a prompt (spec §8.1), none of which needs autoregressive generation.
+
+Prompt only: token length, bucket tags and lexical markers (constraints, enumerations, code fences,
+equations), counted with Arrow's vectorized regex kernels.
+
+Teacher forward pass: one teacher-forced pass over the chat-rendered prompt, cut to its last `context` tokens.
+The window is the last `window` positions, ending at the position that predicts the answer's first token: the
+entropy and top-1/top-2 margin there say how unsure the teacher is about how to answer (the most direct
+generation-free signal of difficulty), and the positions before it say how predictable the request's own ending
+is. A short window at the prompt's end costs one forward pass of `context` tokens and projects only `window`
+positions onto the vocabulary, so a million prompts are cheap on a GPU.
+
+Student vs teacher (once a student exists): KL(teacher ‖ student) on the same window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+FEATURE_VERSION = "v1"
+
+MARKERS = {
+    "constraint_markers": r"\b(in (exactly |at least |at most |less than |fewer than |no more than )?\d+ "
+                          r"(words|sentences|paragraphs|bullets?|lines)|at (least|most)|must|do not|don't|never|"
+                          r"without|only|exactly|no more than|wrap|format|json|capital letters|lowercase)\b",
+    "enumeration_markers": r"(?m)^\s*(\d+[.)]|[-*•])\s|\b(first(ly)?|second(ly)?|third(ly)?|finally|step \d+)\b",
+    "code_fences": r"```",
+    "equation_markers": r"\$[^$\n]{1,200}\$|\\frac|\\sqrt|\\boxed|\\begin\{|\d\s*[-+*/^=]\s*\d|[a-z]\s*=\s*\d",
+}
+# Numeric features the scorer reads, in order (log1p of counts and lengths).
+NUMERIC = ("log_prompt_tokens", "num_user_turns", "skill_confidence", *MARKERS, "teacher_entropy_mean",
+           "teacher_entropy_max", "teacher_margin_mean", "teacher_margin_max")
+
+
+def prompt_features(texts: pa.Array) -> dict[str, np.ndarray]:
+    """Lexical marker counts per prompt (log1p), one vectorized regex pass per marker."""
+    return {name: np.log1p(pc.count_substring_regex(texts, pattern, ignore_case=True)
+                           .to_numpy(zero_copy_only=False).astype(np.float32))
+            for name, pattern in MARKERS.items()}
+
+
+@dataclass
+class WindowStats:
+    entropy_mean: np.ndarray
+    entropy_max: np.ndarray
+    margin_mean: np.ndarray
+    margin_max: np.ndarray
+    window_tokens: np.ndarray
+
+
+def window_logits(model, prompts: Sequence[Sequence[int]], context: int, window: int, pad_id: int) -> torch.Tensor:
+    """[B, window, V] logits of the last `window` positions of each prompt (cut to its last `context` tokens,
+    left-padded so every prompt ends at the same position)."""
+    cut = [list(p)[-context:] for p in prompts]
+    width = max(len(p) for p in cut)
+    input_ids = torch.full((len(cut), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(cut), width), dtype=torch.long)
+    for row, ids in enumerate(cut):
+        input_ids[row, width - len(ids):] = torch.tensor(ids)
+        attention[row, width - len(ids):] = 1
+    device = next(model.parameters()).device
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    hidden = model.get_decoder()(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                                 position_ids=positions.to(device)).last_hidden_state
+    return model.get_output_embeddings()(hidden[:, -window:]).float()
+
+
+@torch.inference_mode()
+def teacher_window_stats(model, prompts: Sequence[Sequence[int]], context: int = 64, window: int = 8,
+                         pad_id: int = 0, batch_size: int = 16, log: Callable[[str], None] | None = None
+                         ) -> WindowStats:
+    """Entropy (nats) and top-1 − top-2 log-prob margin of the teacher over each prompt's window, batched by
+    length so short prompts are not padded to long ones."""
+    order = np.argsort([min(len(p), context) for p in prompts], kind="stable")
+    n = len(prompts)
+    entropy, margin = np.zeros((n, window), np.float32), np.zeros((n, window), np.float32)
+    valid = np.zeros((n, window), bool)
+    for start in range(0, n, batch_size):
+        rows = order[start: start + batch_size]
+        logp = torch.log_softmax(window_logits(model, [prompts[i] for i in rows], context, window, pad_id), -1)
+        top2 = logp.topk(2, dim=-1).values
+        entropy[rows] = -(logp.exp() * logp).sum(-1).cpu().numpy()
+        margin[rows] = (top2[..., 0] - top2[..., 1]).cpu().numpy()
+        lengths = np.array([min(len(prompts[i]), context) for i in rows])
+        valid[rows] = np.arange(window)[None, :] >= window - lengths[:, None]  # a prompt shorter than the window
+        if log and (start // batch_size) % 20 == 0:
+            log(f"teacher window statistics: {min(start + batch_size, n):,}/{n:,} prompts")
+    masked_entropy = np.where(valid, entropy, np.nan)
+    masked_margin = np.where(valid, margin, np.nan)
+    return WindowStats(np.nanmean(masked_entropy, 1), np.nanmax(masked_entropy, 1), np.nanmean(masked_margin, 1),
+                       np.nanmax(masked_margin, 1), valid.sum(1).astype(np.int32))
+
+
+@torch.inference_mode()
+def student_window_kl(teacher_model, student_model, prompts: Sequence[Sequence[int]], context: int = 64,
+                      window: int = 8, pad_id: int = 0, batch_size: int = 16) -> np.ndarray:
+    """Mean KL(teacher ‖ student) over each prompt's window."""
+    out = np.zeros(len(prompts), np.float32)
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start: start + batch_size]
+        t = torch.log_softmax(window_logits(teacher_model, batch, context, window, pad_id), -1)
+        s = torch.log_softmax(window_logits(student_model, batch, context, window, pad_id), -1)
+        out[start: start + len(batch)] = (t.exp() * (t - s)).sum(-1).mean(-1).cpu().numpy()
+    return out
+
+
+def feature_matrix(table: pa.Table) -> np.ndarray:
+    """(n, len(NUMERIC)) float32 matrix of the scorer's numeric features from a prompt_features table; missing
+    teacher statistics (not computed) read as 0."""
+    columns = [np.nan_to_num(table.column(name).to_numpy(zero_copy_only=False).astype(np.float32))
+               for name in NUMERIC]
+    return np.stack(columns, axis=1) if columns else np.zeros((table.num_rows, 0), np.float32)

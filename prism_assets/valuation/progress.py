@@ -1,0 +1,120 @@
+"""Learning-progress labels (spec §9.1, in the spirit of DataRater): what a candidate batch teaches the student.
+
+For each candidate batch: snapshot the student, run k mini-updates of online KD on the batch (the teacher's own
+response, dense KL), measure the drop of the held-out KL, restore the snapshot. `lp_value = Δ held-out KL /
+tokens used`: positive when the batch moves the student toward the teacher on prompts it never saw.
+
+The teacher answers every candidate once, batched by length, and scores its answer once; the updates reuse those
+logits. Restoring copies the parameters back in place, so labels are independent of their order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from prism_assets.distill import losses
+from prism_assets.distill.loader import Example, collate
+from prism_assets.distill.train import HeldOut, position_logits
+
+
+@dataclass(frozen=True)
+class ProgressConfig:
+    updates: int = 2  # k mini-updates per candidate batch
+    learning_rate: float = 1e-4
+    batch_prompts: int = 1  # prompts per candidate batch (1 = a label per prompt)
+    max_new_tokens: int = 32  # the teacher's answer that the updates train on
+
+
+@dataclass
+class Candidate:
+    """A prompt to label, with the teacher's answer and its full logits over that answer."""
+
+    prompt_id: str
+    prompt_ids: np.ndarray
+    response_ids: np.ndarray
+    teacher_logits: torch.Tensor  # [len(response), V] float16
+
+    @property
+    def example(self) -> Example:
+        return Example(self.prompt_id, self.prompt_ids, self.response_ids, torch.ones(len(self.response_ids)), None)
+
+
+def candidates(teacher, prompts: Sequence[tuple[str, list[dict]]], max_new_tokens: int, seed: int,
+               batch_size: int = 16) -> list[Candidate]:
+    """The teacher's answer to each prompt (seeded per prompt) and its logits; prompts it answers with nothing
+    are left out."""
+    from prism_assets.teacher.backends import GenerationParams
+
+    params = GenerationParams(max_new_tokens, seed=seed)
+    ids = {key: teacher.prompt_ids(messages) for key, messages in prompts}
+    by_length = sorted(ids, key=lambda key: len(ids[key]))
+    out = []
+    for start in range(0, len(by_length), batch_size):
+        keys = by_length[start: start + batch_size]
+        kept = [(k, r) for k, r in zip(keys, teacher.generate([ids[k] for k in keys], keys, params)) if r]
+        logits = teacher.response_logits([ids[k] for k, _ in kept], [r for _, r in kept])
+        out += [Candidate(k, np.asarray(ids[k]), np.asarray(r), lg.to(torch.float16))
+                for (k, r), lg in zip(kept, logits)]
+    return out
+
+
+def kd_step(student, optimizer, batch, teacher_logits: torch.Tensor) -> float:
+    """One online-KD update (dense KL to the teacher); returns the loss."""
+    loss = losses.reduce(losses.dense_kl(position_logits(student, batch), teacher_logits.float()), batch.weights)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+    optimizer.step()
+    return loss.item()
+
+
+def label(student, pool: Sequence[Candidate], heldout: HeldOut, config: ProgressConfig, pad_id: int = 0,
+          log: Callable[[str], None] | None = None) -> list[dict]:
+    """One record per candidate batch: prompt ids, tokens, held-out KL before and after, lp_value, seconds."""
+    snapshot = [p.detach().clone() for p in student.parameters()]
+    student.eval()
+    before = heldout.kl(student)
+    records, started = [], time.monotonic()
+    for start in range(0, len(pool), config.batch_prompts):
+        group = list(pool[start: start + config.batch_prompts])
+        batch = collate([c.example for c in group], pad_id)
+        teacher_logits = torch.cat([c.teacher_logits for c in group])
+        optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, weight_decay=0.0)
+        began = time.monotonic()
+        student.train()
+        for _ in range(config.updates):
+            kd_step(student, optimizer, batch, teacher_logits)
+        student.eval()
+        after = heldout.kl(student)
+        with torch.no_grad():
+            for parameter, saved in zip(student.parameters(), snapshot):
+                parameter.copy_(saved)
+        tokens = batch.tokens * config.updates
+        records.append({"prompt_ids": [c.prompt_id for c in group], "tokens": tokens, "heldout_kl_before": before,
+                        "heldout_kl_after": after, "lp_value": (before - after) / tokens,
+                        "seconds": time.monotonic() - began})
+        if log and len(records) % 16 == 0:
+            log(f"learning progress: {len(records)}/{-(-len(pool) // config.batch_prompts)} batches labelled "
+                f"({(time.monotonic() - started) / len(records):.2f} s per label)")
+    return records
+
+
+def warm_up(student, pool: Sequence[Candidate], steps: int, batch_size: int, learning_rate: float, seed: int,
+            pad_id: int = 0) -> None:
+    """Online KD on the warm-up candidates before labelling: labels of a barely trained student mostly measure
+    how fast the pruned layers re-connect, not what a prompt teaches (spec §9.2)."""
+    if steps <= 0 or not pool:
+        return
+    order = np.random.default_rng(seed).permutation(len(pool))
+    optimizer = torch.optim.AdamW(student.parameters(), lr=learning_rate, weight_decay=0.0)
+    student.train()
+    for step in range(steps):
+        rows = [pool[order[(step * batch_size + i) % len(pool)]] for i in range(batch_size)]
+        kd_step(student, optimizer, collate([c.example for c in rows], pad_id),
+                torch.cat([c.teacher_logits for c in rows]))
+    student.eval()

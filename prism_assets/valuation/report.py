@@ -1,0 +1,47 @@
+"""What `prism valuation show --round R` prints: the round's labels and their cost, the heads and their held-out
+Spearman, the utility per bucket, and how the round's manifest shifted from round 0. DuckDB over the lakehouse."""
+
+from __future__ import annotations
+
+from prism_assets.core import duck
+from prism_assets.core.storage import Lakehouse
+
+
+def report(lakehouse: Lakehouse, round_: int) -> str:
+    tables = set(lakehouse.tables())
+    if "prompt_utility" not in tables:
+        return "no valuation yet: materialize prompt_features, lp_labels, scorer_weights and prompt_utility"
+    lines = [f"valuation round {round_}"]
+    with duck.connect(lakehouse) as con:
+        if "lp_labels" in tables:
+            labels, positive, seconds, before, after = con.execute(
+                "SELECT count(*), avg((lp_value > 0)::INT), avg(seconds), avg(heldout_kl_before), "
+                "avg(heldout_kl_after) FROM lp_labels WHERE round = ?", [round_]).fetchone()
+            if labels:
+                lines.append(f"  learning-progress labels: {labels} ({positive:.0%} positive), {seconds:.2f} s per "
+                             f"label; held-out KL {before:.3f} before, {after:.3f} after k updates on average")
+            else:
+                lines.append("  learning-progress labels: none (round 0 is the uniform warm-up)")
+        if "scorer_weights" in tables:
+            heads = con.execute("SELECT skill_bucket, training_rows, heldout_spearman, fallback_all_buckets "
+                                "FROM scorer_weights WHERE round = ? ORDER BY 1", [round_]).fetchall()
+            for skill, rows, rho, fallback in heads:
+                lines.append(f"  head {skill}: {rows} labels, held-out Spearman {rho:+.3f}"
+                             + (" (all-bucket head: too few labels)" if fallback else ""))
+        utility = con.execute("""
+            SELECT c.skill_bucket, count(*), avg(u.utility_score), quantile_cont(u.utility_score, 0.1),
+                   quantile_cont(u.utility_score, 0.9)
+            FROM prompt_utility u JOIN diversity_caps c USING (id) WHERE u.round = ? GROUP BY 1 ORDER BY 1""",
+                              [round_]).fetchall()
+        lines.append("  utility per bucket (prompts, mean, p10–p90):")
+        lines += [f"    {s}: {n:>5}  {m:.3f}  {lo:.3f}–{hi:.3f}" for s, n, m, lo, hi in utility]
+        if "sampling_manifest" in tables and round_ > 0:
+            shift = con.execute("""
+                SELECT m.round, count(*), avg(u.utility_score), avg(m.difficulty_proxy), avg(m.is_tail::INT)
+                FROM sampling_manifest m JOIN prompt_utility u ON u.id = m.prompt_id AND u.round = ?
+                WHERE m.round IN (0, ?) GROUP BY 1 ORDER BY 1""", [round_, round_]).fetchall()
+            if shift:
+                lines.append(f"  manifests scored by round {round_}'s heads (rows, mean utility, mean difficulty, "
+                             "tail share):")
+                lines += [f"    round {r}: {n:>6} rows  {u:.3f}  {d:.3f}  {t:.1%}" for r, n, u, d, t in shift]
+    return "\n".join(lines)

@@ -1,0 +1,237 @@
+"""The valuation stage over the lakehouse: features per source, learning-progress labels, scorer heads and prompt
+utility per round (spec §8–§9, §14 steps 3–5). Arrow in, Arrow out; the Dagster layer only reads and writes.
+
+A round r ≥ 1 labels a calibration subset of the candidate pool (the prompts a manifest may sample: capped
+representatives, validation items and their near-duplicates excluded), trains one head per skill bucket on
+those labels and scores every candidate. `sampling_manifest` round r samples by those scores. Round 0 is the
+warm-up: uniform within quotas, no labels (spec §9.2).
+
+The held-out kl_slice is split in two by a hash of the prompt id: labels measure progress on the `valuation`
+half, and experiments that judge the scorer (benchmarks/bench_valuation.py) evaluate on the other half, so
+the scorer is never graded on the prompts it was trained to favour.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from prism_assets.core.contracts import LP_LABELS, PROMPT_FEATURES, PROMPT_UTILITY, SCORER_WEIGHTS, SKILL_BUCKETS
+from prism_assets.core.storage import Lakehouse, take_by_id
+from prism_assets.core.text import content_text
+from prism_assets.curation.redundancy.inputs import embedding_matrix
+from prism_assets.curation.sampling.manifest import validation_exclusions
+from prism_assets.curation.sampling.sampler import difficulty_percentile
+from prism_assets.valuation import features, progress, scorer
+
+
+class MissingInput(RuntimeError):
+    """An upstream table is missing; the message says what to materialize."""
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    teacher_stats: bool = True  # the teacher forward-pass statistics (one pass per prompt, no generation)
+    context: int = 64  # prompt tokens the forward pass sees (the prompt's end)
+    window: int = 8  # positions whose next-token distribution is summarized
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    calibration_share: float = 0.05  # of each skill bucket's candidates
+    min_per_bucket: int = 12
+    max_prompts: int = 160
+    warmup_steps: int = 24  # online-KD steps per round before labelling (round r: r × warmup_steps)
+    warmup_prompts: int = 32
+    heldout_prompts: int = 24
+    heldout_tokens: int = 24
+    seed: int = 0
+
+
+def heldout_half(prompt_id: str) -> str:
+    """'valuation' or 'evaluation': which half of the kl_slice a held-out prompt belongs to."""
+    return "valuation" if hashlib.sha256(prompt_id.encode()).digest()[0] % 2 == 0 else "evaluation"
+
+
+def heldout_prompts(store: Lakehouse, half: str, limit: int, max_prompt_tokens: int = 256
+                    ) -> list[tuple[str, list[dict]]]:
+    """(prompt id, messages) of one half of the kl_slice suite (short prompts, by id)."""
+    from prism_assets.distill.runs import heldout_prompts as kl_slice
+
+    return [p for p in kl_slice(store, None, max_prompt_tokens) if heldout_half(p[0]) == half][:limit]
+
+
+def feature_table(store: Lakehouse, source: str, config: FeatureConfig, teacher=None,
+                  log: Callable[[str], None] | None = None) -> pa.Table:
+    """prompt_features rows of one source's labelled prompts."""
+    labels = store.read_table("bucket_labels", ["id", "source_dataset", "skill_bucket", "ctx_bucket",
+                                                "skill_confidence", "prompt_tokens_est"],
+                              pc.field("source_dataset") == source).sort_by("id")
+    pool = store.read_table("prompt_pool", ["id", "messages", "num_user_turns"],
+                            pc.field("source_dataset") == source)
+    ids = labels.column("id").combine_chunks()
+    aligned = take_by_id(pool, ids, ["messages", "num_user_turns"])
+    lexical = features.prompt_features(content_text(aligned["messages"]))
+    n = labels.num_rows
+    stats = features.WindowStats(*(np.full(n, np.nan, np.float32) for _ in range(4)), np.zeros(n, np.int32))
+    if config.teacher_stats and teacher is not None and n:
+        prompts = [teacher.prompt_ids(m) for m in aligned["messages"].to_pylist()]
+        stats = features.teacher_window_stats(teacher.model, prompts, config.context, config.window, teacher.pad_id,
+                                              log=log)
+    return pa.table({
+        "id": ids, "source_dataset": labels.column("source_dataset"), "skill_bucket": labels.column("skill_bucket"),
+        "ctx_bucket": labels.column("ctx_bucket"),
+        "log_prompt_tokens": pa.array(np.log1p(labels.column("prompt_tokens_est").to_numpy()).astype(np.float32)),
+        "num_user_turns": pa.array(aligned["num_user_turns"].to_numpy(zero_copy_only=False).astype(np.float32)),
+        "skill_confidence": labels.column("skill_confidence"),
+        **{name: pa.array(values) for name, values in lexical.items()},
+        "teacher_entropy_mean": pa.array(stats.entropy_mean), "teacher_entropy_max": pa.array(stats.entropy_max),
+        "teacher_margin_mean": pa.array(stats.margin_mean), "teacher_margin_max": pa.array(stats.margin_max),
+        "window_tokens": pa.array(stats.window_tokens),
+        "teacher_id": pa.array([getattr(teacher, "teacher_id", None) if config.teacher_stats else None] * n,
+                               pa.string()),
+        "feature_version": pa.array([feature_version(config)] * n, pa.string()),
+    }).cast(PROMPT_FEATURES)
+
+
+def feature_version(config: FeatureConfig) -> str:
+    return f"{features.FEATURE_VERSION}-ctx{config.context}-win{config.window}"
+
+
+def candidate_pool(store: Lakehouse) -> pa.Table:
+    """(id, skill_bucket, ctx_bucket) of every prompt a manifest may sample, sorted by id."""
+    missing = [t for t in ("diversity_caps", "validation_sets", "near_duplicates", "prompt_clusters")
+               if not store.exists(t)]
+    if missing:
+        raise MissingInput(f"valuation needs {missing}: materialize redundancy control and the validation suites")
+    versions = {t: store.table(t).version() for t in ("validation_sets", "near_duplicates", "prompt_clusters")}
+    caps = store.read_table("diversity_caps", ["id", "skill_bucket", "ctx_bucket", "cap_rank"])
+    caps = caps.filter(pc.greater_equal(caps.column("cap_rank"), 0))
+    caps = caps.filter(pc.invert(pc.is_in(caps.column("id"), validation_exclusions(store, versions))))
+    return caps.select(["id", "skill_bucket", "ctx_bucket"]).sort_by("id")
+
+
+def calibration_subset(pool: pa.Table, round_: int, config: LabelConfig) -> pa.Table:
+    """A seeded sample of the candidates per skill bucket (share of the bucket, at least `min_per_bucket`)."""
+    ids = pool.column("id").to_pylist()
+    keys = np.array([int.from_bytes(hashlib.sha256(f"{config.seed}\x1f{round_}\x1f{i}".encode()).digest()[:8],
+                                    "little") for i in ids], dtype=np.uint64)
+    skills = pool.column("skill_bucket").to_numpy(zero_copy_only=False)
+    chosen = []
+    for skill in SKILL_BUCKETS:
+        members = np.flatnonzero(skills == skill)
+        take = max(config.min_per_bucket, int(round(config.calibration_share * len(members))))
+        chosen += members[np.argsort(keys[members], kind="stable")][:take].tolist()
+    chosen = sorted(chosen, key=lambda i: keys[i])[: config.max_prompts]
+    return pool.take(pa.array(sorted(chosen), pa.int64()))
+
+
+def messages_of(store: Lakehouse, ids: pa.Array) -> list[list[dict]]:
+    pool = store.read_table("prompt_pool", ["id", "messages"], pc.is_in(pc.field("id"), ids))
+    return take_by_id(pool, ids, ["messages"])["messages"].to_pylist()
+
+
+def label_round(store: Lakehouse, round_: int, config: LabelConfig, progress_config: progress.ProgressConfig,
+                teacher, student, log: Callable[[str], None] = print) -> pa.Table:
+    """lp_labels rows of one round: warm up the student, then label the calibration subset."""
+    pool = candidate_pool(store)
+    subset = calibration_subset(pool, round_, config)
+    ids = subset.column("id").combine_chunks()
+    log(f"round {round_}: labelling {len(ids)} of {pool.num_rows:,} candidates")
+    prompts = list(zip(ids.to_pylist(), messages_of(store, ids)))
+    heldout_set = heldout_prompts(store, "valuation", config.heldout_prompts)
+    from prism_assets.distill.train import held_out
+
+    heldout = held_out(teacher, heldout_set, config.heldout_tokens, config.seed)
+    labelled = progress.candidates(teacher, prompts, progress_config.max_new_tokens, config.seed)
+    rest = pool.filter(pc.invert(pc.is_in(pool.column("id"), ids)))
+    warm_ids = rest.column("id").take(pa.array(np.random.default_rng(config.seed + round_).permutation(
+        rest.num_rows)[: config.warmup_prompts], pa.int64())) if rest.num_rows else pa.array([], pa.string())
+    warm = progress.candidates(teacher, list(zip(warm_ids.to_pylist(), messages_of(store, warm_ids))),
+                               progress_config.max_new_tokens, config.seed)
+    progress.warm_up(student, warm, config.warmup_steps * round_, 4, progress_config.learning_rate, config.seed,
+                     teacher.pad_id)
+    records = progress.label(student, labelled, heldout, progress_config, teacher.pad_id, log)
+    skill_of = dict(zip(subset.column("id").to_pylist(), subset.column("skill_bucket").to_pylist()))
+    settings = json.dumps({**asdict(config), **asdict(progress_config)}, sort_keys=True)
+    rows = [{"round": round_, "prompt_id": r["prompt_ids"][0], "skill_bucket": skill_of[r["prompt_ids"][0]],
+             "batch_prompt_ids": r["prompt_ids"], "tokens": r["tokens"], "heldout_kl_before": r["heldout_kl_before"],
+             "heldout_kl_after": r["heldout_kl_after"], "lp_value": r["lp_value"], "seconds": r["seconds"],
+             "heldout_prompts": len(heldout_set), "warmup_steps": config.warmup_steps * round_,
+             "teacher_id": teacher.teacher_id, "settings_json": settings} for r in records]
+    return pa.Table.from_pylist(rows, LP_LABELS)
+
+
+def scorer_inputs(store: Lakehouse, ids: pa.Array) -> np.ndarray:
+    """(n, embedding + features) inputs of the heads for `ids` (rows without features or embeddings raise)."""
+    if not store.exists("prompt_features"):
+        raise MissingInput("the scorer needs prompt_features: materialize it for every source")
+    table = store.read_table("prompt_features", None, pc.is_in(pc.field("id"), ids))
+    embeddings = store.read_table("prompt_embeddings", ["id", "embedding"], pc.is_in(pc.field("id"), ids))
+    feature_rows = pa.table(take_by_id(table, ids, list(features.NUMERIC)))
+    embedding = take_by_id(embeddings, ids, ["embedding"])["embedding"]
+    if embedding.null_count or feature_rows.column(0).null_count:
+        raise MissingInput(f"{max(embedding.null_count, feature_rows.column(0).null_count)} prompts lack features "
+                           "or embeddings: materialize prompt_features and prompt_embeddings for every source")
+    return np.concatenate([embedding_matrix(pa.chunked_array([embedding])), features.feature_matrix(feature_rows)], 1)
+
+
+def train_heads(store: Lakehouse, round_: int, config: scorer.ScorerConfig) -> pa.Table:
+    """scorer_weights rows of one round: one head per skill bucket (safetensors bytes + metadata)."""
+    labels = store.read_table("lp_labels", ["prompt_id", "skill_bucket", "lp_value"], pc.field("round") == round_)
+    if labels.num_rows == 0:
+        raise MissingInput(f"lp_labels has no labels for round {round_}: materialize lp_labels for that round")
+    ids = labels.column("prompt_id").combine_chunks()
+    x, values = scorer_inputs(store, ids), labels.column("lp_value").to_numpy()
+    skills = labels.column("skill_bucket").to_numpy(zero_copy_only=False)
+    shared = None
+    rows = []
+    for skill in SKILL_BUCKETS:
+        mine = skills == skill
+        if mine.sum() >= scorer.MIN_LABELS:
+            trained = scorer.train_head(x[mine], values[mine], config)
+        else:
+            shared = shared or scorer.train_head(x, values, config, fallback=True)
+            trained = shared
+        rows.append({"round": round_, "skill_bucket": skill, "weights": scorer.to_bytes(trained.head),
+                     "training_rows": trained.training_rows, "heldout_spearman": trained.heldout_spearman,
+                     "fallback_all_buckets": trained.fallback, "inputs": int(x.shape[1]),
+                     "feature_names": list(features.NUMERIC), "config_json": json.dumps(asdict(config))})
+    return pa.Table.from_pylist(rows, SCORER_WEIGHTS)
+
+
+def utility_table(store: Lakehouse, round_: int) -> pa.Table:
+    """prompt_utility rows of one round for every candidate: the bucket head's score, and a difficulty proxy (the
+    teacher's window entropy as a percentile within the skill bucket). Round 0 is uniform: utility 0."""
+    pool = candidate_pool(store)
+    ids = pool.column("id").combine_chunks()
+    skills = pool.column("skill_bucket").to_numpy(zero_copy_only=False)
+    utility = np.zeros(len(ids), np.float32)
+    version = "uniform"
+    if round_ > 0:
+        heads = store.read_table("scorer_weights", ["skill_bucket", "weights"], pc.field("round") == round_)
+        if heads.num_rows == 0:
+            raise MissingInput(f"scorer_weights has no heads for round {round_}: materialize it for that round")
+        x = scorer_inputs(store, ids)
+        for skill, weights in zip(heads.column("skill_bucket").to_pylist(), heads.column("weights").to_pylist()):
+            mine = skills == skill
+            if mine.any():
+                utility[mine] = scorer.predict(scorer.from_bytes(weights), x[mine])
+        version = f"heads-round-{round_}-v{store.table('scorer_weights').version()}"
+    entropy = take_by_id(store.read_table("prompt_features", ["id", "teacher_entropy_mean"],
+                                          pc.is_in(pc.field("id"), ids)), ids, ["teacher_entropy_mean"])
+    entropy = entropy["teacher_entropy_mean"].to_numpy(zero_copy_only=False).astype(np.float64)
+    difficulty = np.full(len(ids), np.nan, np.float32)
+    for skill in SKILL_BUCKETS:
+        mine = (skills == skill) & ~np.isnan(entropy)
+        if mine.any():
+            difficulty[mine] = difficulty_percentile(entropy[mine])
+    return pa.table({"id": ids, "round": pa.array([round_] * len(ids), pa.int32()),
+                     "utility_score": pa.array(utility), "difficulty_proxy": pa.array(difficulty),
+                     "scorer_version": pa.array([version] * len(ids), pa.string())}).cast(PROMPT_UTILITY)

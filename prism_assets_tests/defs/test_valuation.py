@@ -1,0 +1,62 @@
+"""The valuation stage through Dagster on the test lakehouse: features, labels, heads and utility for the warm-up
+round 0 and round 1, and the round-1 manifests that sample by that utility."""
+
+import numpy as np
+import pyarrow.compute as pc
+
+from prism_assets.cli.demo import materialize_partitions
+from prism_assets.core.contracts import SKILL_BUCKETS
+from prism_assets.defs.resources import LakehouseResource
+from prism_assets_tests.cli.test_cli import prism
+from prism_assets_tests.defs.test_pipeline import query
+
+
+def test_round_zero_is_uniform_and_round_one_is_labelled_and_scored(sampled):
+    [(labels_0, labels_1, buckets)] = query(sampled, """
+        SELECT count(*) FILTER (round = 0), count(*) FILTER (round = 1), count(DISTINCT skill_bucket) FROM lp_labels""")
+    assert labels_0 == 0 and labels_1 >= 5 * 6 and buckets == 5
+    heads = sampled.read_table("scorer_weights", filter=pc.field("round") == 1)
+    assert sorted(heads.column("skill_bucket").to_pylist()) == list(SKILL_BUCKETS)
+    [(zero_max, scored, low, high, candidates)] = query(sampled, """
+        SELECT max(utility_score) FILTER (round = 0), count(*) FILTER (round = 1),
+               min(utility_score) FILTER (round = 1), max(utility_score) FILTER (round = 1),
+               (SELECT count(*) FROM prompt_utility WHERE round = 0) FROM prompt_utility""")
+    assert zero_max == 0 and scored == candidates > 1000 and 0 <= low < high <= 1
+    [(features, labelled)] = query(sampled, "SELECT (SELECT count(*) FROM prompt_features), "
+                                            "(SELECT count(*) FROM bucket_labels)")
+    assert features == labelled
+
+
+def test_round_one_manifests_favour_high_utility_under_the_same_quotas(sampled):
+    [(uniform, scored)] = query(sampled, """
+        SELECT avg(u.utility_score) FILTER (m.round = 0), avg(u.utility_score) FILTER (m.round = 1 AND NOT m.is_tail)
+        FROM sampling_manifest m JOIN prompt_utility u ON u.id = m.prompt_id AND u.round = 1
+        WHERE m.phase = 'P1'""")
+    assert scored > uniform
+    quotas = dict(query(sampled, """
+        SELECT round, sum(target_tokens) FROM manifest_quotas WHERE phase = 'P1' GROUP BY round"""))
+    assert quotas[0] == quotas[1]
+
+
+def test_rematerializing_heads_and_utility_reproduces_the_round(sampled, tmp_path):
+    import shutil
+
+    root = tmp_path / "lakehouse"
+    shutil.copytree(sampled.root, root)
+    from prism_assets.core.storage import Lakehouse
+
+    copy = Lakehouse(str(root))
+    before = copy.read_table("prompt_utility", filter=pc.field("round") == 1).sort_by("id")
+    [result] = materialize_partitions(["scorer_weights", "prompt_utility"], ["1"],
+                                      resources={"lakehouse": LakehouseResource(root=str(root))})
+    assert result.success and all(e.passed for e in result.get_asset_check_evaluations()
+                                  if e.severity.value == "ERROR")
+    after = copy.read_table("prompt_utility", filter=pc.field("round") == 1).sort_by("id")
+    assert after.column("id").equals(before.column("id"))
+    assert np.allclose(after.column("utility_score").to_numpy(), before.column("utility_score").to_numpy())
+
+
+def test_valuation_show_prints_the_round(sampled):
+    out = prism("valuation", "show", "--round", "1", root=sampled.root)
+    assert out.returncode == 0, out.stderr
+    assert "learning-progress labels" in out.stdout and "head B2" in out.stdout and "round 1:" in out.stdout

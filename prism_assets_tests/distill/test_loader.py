@@ -1,0 +1,51 @@
+"""Batches line up with the reader: position i of a batch predicts the response token the stored targets
+describe, whatever the prompt lengths of its batch-mates."""
+
+import numpy as np
+import torch
+
+from prism_assets.distill.loader import batches, collate, example_from_row
+from prism_assets.distill.targets import from_row
+from prism_assets_tests.distill.synthetic import card_row, realistic_logits
+from prism_assets_tests.distill.test_targets import through_arrow
+
+
+def rows(lengths: list[tuple[int, int]]) -> list[dict]:
+    out = []
+    for i, (prompt, response) in enumerate(lengths):
+        _, row = card_row(realistic_logits(response, vocab=2048, seed=i), seed=i)
+        row = through_arrow(row)
+        row.update(prompt_id=f"p{i}", prompt_token_ids=list(range(100 + i, 100 + i + prompt)),
+                   spans=[{"channel": "analysis", "start": 0, "end": 1}, {"channel": "final", "start": 1,
+                                                                         "end": response}])
+        out.append(row)
+    return out
+
+
+def test_positions_predict_the_response_tokens_and_targets_follow_them():
+    stored = rows([(5, 3), (2, 4), (7, 1)])
+    batch = collate([example_from_row(r, {"analysis": 0.25}) for r in stored], pad_id=0)
+    flat = batch.input_ids.reshape(-1)
+    # the logits at position i predict token i + 1: the next token after each position is the label
+    assert torch.equal(flat[batch.positions + 1], batch.labels)
+    assert batch.labels.tolist() == [t for r in stored for t in r["response_token_ids"]]
+    assert batch.attention_mask.sum().item() == sum(len(r["prompt_token_ids"]) + r["num_tokens"] for r in stored)
+    assert batch.weights.tolist() == [0.25, 1, 1, 0.25, 1, 1, 1, 0.25]
+    expected = [from_row(r) for r in stored]
+    assert torch.equal(batch.targets.labels, batch.labels)
+    start = 0
+    for target in expected:  # each row's nucleus and tail sit at its own positions, padded to the batch width
+        n, k = target.nucleus_ids.shape
+        assert torch.equal(batch.targets.nucleus_ids[start: start + n, :k], target.nucleus_ids)
+        assert torch.equal(batch.targets.tail_weights[start: start + n], target.tail_weights)
+        assert not batch.targets.nucleus_mask[start: start + n, k:].any()
+        start += n
+
+
+def test_batches_keep_stream_order_and_online_examples_have_no_targets():
+    stored = rows([(3, 2)] * 5)
+    examples = [example_from_row(r, with_targets=False) for r in stored]
+    grouped = list(batches(examples, batch_size=2))
+    assert [b.prompt_ids for b in grouped] == [["p0", "p1"], ["p2", "p3"], ["p4"]]
+    assert all(b.targets is None for b in grouped)
+    assert np.all([b.tokens for b in grouped] == np.array([4, 4, 2]))
