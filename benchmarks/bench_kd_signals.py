@@ -4,9 +4,9 @@ trained from each teacher signal, several seeds each; held-out KL(teacher ‖ st
     python benchmarks/bench_kd_signals.py --lakehouse lakehouse --prompts 160 --steps 120 --seeds 0 1 2
 
 Needs a materialized lakehouse (`make demo`): the training prompts are the first `--prompts` distinct prompts of
-the P1 round-0 manifest in stream order, the held-out prompts the kl_slice validation suite. The teacher answers
-every prompt once; its full logits over the responses are computed once and every format is derived from them,
-so the signals differ only in what they keep:
+the P1 round-0 manifest in stream order (of at most `--max-prompt-tokens`, so CPU steps stay short), the held-out
+prompts the kl_slice validation suite. The teacher answers every prompt once; its full logits over the responses
+are computed once and every format is derived from them, so the signals differ only in what they keep:
 
   dense     online KD: the full distribution (what the teacher in the loop gives)
   card      the dataset card's layout: nucleus ≥ 0.98 (≤ 100) + 24 RSKD tail draws, uint16, 18-bit ids
@@ -54,12 +54,15 @@ TRAINING = {"dense": ("online", "dense"), "card": ("shards", "sparse"), "compact
             "ce": ("shards", "ce")}
 
 
-def training_prompts(store: Lakehouse, count: int) -> list[tuple[str, list[dict]]]:
-    """The first `count` distinct prompts of the P1 round-0 stream, with their messages."""
-    order = list(dict.fromkeys(manifest_order(store, "P1", 0)))[:count]
-    pool = store.read_table("prompt_pool", ["id", "messages"], pc.is_in(pc.field("id"), pa.array(order)))
-    messages = dict(zip(pool.column("id").to_pylist(), pool.column("messages").to_pylist()))
-    return [(prompt_id, messages[prompt_id]) for prompt_id in order]
+def training_prompts(store: Lakehouse, count: int, max_prompt_tokens: int) -> list[tuple[str, list[dict]]]:
+    """The first `count` distinct prompts of the P1 round-0 stream of at most `max_prompt_tokens` (o200k estimate;
+    long prompts make every CPU step slow and say nothing more about the signals), with their messages."""
+    order = list(dict.fromkeys(manifest_order(store, "P1", 0)))
+    pool = store.read_table("prompt_pool", ["id", "messages", "prompt_tokens_est"],
+                            pc.is_in(pc.field("id"), pa.array(order)))
+    short = pool.filter(pc.less_equal(pool.column("prompt_tokens_est"), max_prompt_tokens))
+    messages = dict(zip(short.column("id").to_pylist(), short.column("messages").to_pylist()))
+    return [(prompt_id, messages[prompt_id]) for prompt_id in order if prompt_id in messages][:count]
 
 
 def responses_and_logits(teacher, prompts, max_new_tokens: int, batch_size: int = 16):
@@ -144,6 +147,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lakehouse", default=os.environ.get("PRISM_LAKEHOUSE_URI", "lakehouse"))
     parser.add_argument("--prompts", type=int, default=160)
+    parser.add_argument("--max-prompt-tokens", type=int, default=256)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--batch-size", type=int, default=4)
@@ -163,7 +167,8 @@ def main() -> None:
     teacher = load_teacher()
     started = time.perf_counter()
     heldout = held_out(teacher, heldout_prompts(store, args.heldout_prompts), args.heldout_tokens, seed=0)
-    sequences = responses_and_logits(teacher, training_prompts(store, args.prompts), args.max_new_tokens)
+    prompts = training_prompts(store, args.prompts, args.max_prompt_tokens)
+    sequences = responses_and_logits(teacher, prompts, args.max_new_tokens)
     tokens = sum(len(r) for _, _, r, _ in sequences)
     print(f"teacher: {len(sequences)} responses, {tokens:,} tokens, held-out {heldout.batch.tokens} tokens "
           f"({time.perf_counter() - started:.0f} s)")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from prism_assets.core.mixture import load_mixture
@@ -37,11 +38,16 @@ from prism_assets.teacher.backends import load_teacher
 from prism_assets.valuation import progress, rounds
 
 
-def stream(store: Lakehouse, round_: int, seed: int, count: int, budget: int) -> list[str]:
-    """The first `count` prompt ids of the P1 stream of `round_` rebuilt with `seed`."""
+def stream(store: Lakehouse, round_: int, seed: int, count: int, budget: int, max_prompt_tokens: int) -> list[str]:
+    """The first `count` prompt ids of the P1 stream of `round_` rebuilt with `seed`, skipping prompts over
+    `max_prompt_tokens` (o200k estimate) in both streams alike, so CPU steps stay short."""
     plan = sampling.plan_from_mixture(load_mixture(), token_budget=budget, seed=seed)
-    built = manifest.build(store, plan, "P1", round_)
-    return built.manifest.sort_by("stream_order").column("prompt_id").to_pylist()[:count]
+    rows = manifest.build(store, plan, "P1", round_).manifest.sort_by("stream_order")
+    lengths = store.read_table("bucket_labels", ["id", "prompt_tokens_est"],
+                               pc.is_in(pc.field("id"), pc.unique(rows.column("prompt_id"))))
+    short = set(lengths.filter(pc.less_equal(lengths.column("prompt_tokens_est"), max_prompt_tokens))
+                .column("id").to_pylist())
+    return [i for i in rows.column("prompt_id").to_pylist() if i in short][:count]
 
 
 def tokens_to_reach(curve: list[tuple[int, float]], target: float) -> float:
@@ -65,6 +71,7 @@ def main() -> None:
     parser.add_argument("--heldout-prompts", type=int, default=24)
     parser.add_argument("--heldout-tokens", type=int, default=24)
     parser.add_argument("--budget", type=int, default=2_000_000, help="manifest token budget (as the demo)")
+    parser.add_argument("--max-prompt-tokens", type=int, default=256)
     parser.add_argument("--output", help="also write every curve as JSON here")
     args = parser.parse_args()
 
@@ -75,7 +82,7 @@ def main() -> None:
     heldout = held_out(teacher, evaluation, args.heldout_tokens, seed=0)
     print(f"held-out (evaluation half of kl_slice): {len(evaluation)} prompts, {heldout.batch.tokens} tokens")
     count = args.steps * args.batch_size
-    streams = {(name, seed): stream(store, r, seed, count, args.budget)
+    streams = {(name, seed): stream(store, r, seed, count, args.budget, args.max_prompt_tokens)
                for seed in args.seeds for name, r in (("uniform", 0), ("scored", args.round))}
     wanted = sorted({i for ids in streams.values() for i in ids})
     started = time.perf_counter()
