@@ -116,6 +116,10 @@ class StagedLakehouse:
         for step in self.steps[len(self.results): last + 1]:
             self.results[step.title] = run_step(step, self.definitions, config, resources=self.resources,
                                                 raise_on_error=False)
+            for result in self.results[step.title]:  # a failed run's errors reach the log of the test that failed
+                for event in result.all_events:
+                    if event.is_step_failure:
+                        print(f"FAILED step {event.step_key}: {event.event_specific_data.error.to_string()}")
         return self.lakehouse
 
 
