@@ -28,6 +28,8 @@ from prism_assets.core.text import content_text
 from prism_assets.curation.redundancy.inputs import embedding_matrix
 from prism_assets.curation.sampling.manifest import validation_exclusions
 from prism_assets.curation.sampling.sampler import difficulty_percentile
+from prism_assets.distill.runs import heldout_prompts as kl_slice
+from prism_assets.distill.train import held_out
 from prism_assets.valuation import features, progress, scorer
 
 
@@ -62,8 +64,6 @@ def heldout_half(prompt_id: str) -> str:
 def heldout_prompts(store: Lakehouse, half: str, limit: int, max_prompt_tokens: int = 256
                     ) -> list[tuple[str, list[dict]]]:
     """(prompt id, messages) of one half of the kl_slice suite (short prompts, by id)."""
-    from prism_assets.distill.runs import heldout_prompts as kl_slice
-
     return [p for p in kl_slice(store, None, max_prompt_tokens) if heldout_half(p[0]) == half][:limit]
 
 
@@ -146,8 +146,6 @@ def label_round(store: Lakehouse, round_: int, config: LabelConfig, progress_con
     log(f"round {round_}: labelling {len(ids)} of {pool.num_rows:,} candidates")
     prompts = list(zip(ids.to_pylist(), messages_of(store, ids)))
     heldout_set = heldout_prompts(store, "valuation", config.heldout_prompts)
-    from prism_assets.distill.train import held_out
-
     heldout = held_out(teacher, heldout_set, config.heldout_tokens, config.seed)
     labelled = progress.candidates(teacher, prompts, progress_config.max_new_tokens, config.seed)
     rest = pool.filter(pc.invert(pc.is_in(pool.column("id"), ids)))
