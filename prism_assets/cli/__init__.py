@@ -147,7 +147,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from prism_assets.distill.train import DistillConfig
 
     try:
-        config = DistillConfig(signal=args.signal, loss=args.loss, steps=args.steps, batch_size=args.batch_size,
+        config = DistillConfig(signal=args.signal, loss=args.loss, profile=args.profile, steps=args.steps,
+                               batch_size=args.batch_size,
                                learning_rate=args.lr, seed=args.seed, eval_every=args.eval_every, topk=args.topk,
                                samples=args.samples)
         result = runs.run(_lakehouse(args), config, args.phase, args.round, student_model=args.student,
@@ -225,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--signal", choices=["online", "shards"], default="shards",
                          help="online: the teacher runs in the loop; shards: stored teacher_logit_shards")
     distill.add_argument("--loss", choices=["dense", "sparse", "topk", "sample", "ce"], default="sparse")
+    distill.add_argument("--profile", choices=["card", "compact"], default="card",
+                         help="the stored form --signal shards reads: card (teacher_logit_shards) or compact "
+                         "(compact_logit_shards)")
     distill.add_argument("--steps", type=int, default=40)
     distill.add_argument("--seed", type=int, default=0)
     distill.add_argument("--phase", default="P1", choices=["P1", "P2", "P3", "P4"])

@@ -250,6 +250,23 @@ TEACHER_LOGITS = pa.schema([
     ("generated_logprob", pa.list_(pa.float32())),  # exact teacher log p of each response token
 ])
 
+# The compact capture profile (prism_assets/distill/compact.py documents the encoding): the same responses as
+# teacher_logit_shards, about a quarter of the bytes per token; the card layout stays the default and the export.
+COMPACT_LOGITS = pa.schema([
+    ("prompt_id", pa.string()),
+    ("shard", pa.string()),  # partition, as in teacher_logit_shards
+    ("teacher_id", pa.string()),  # as in teacher_logit_shards
+    ("prompt_token_ids", pa.list_(pa.int32())),
+    ("response_token_ids", pa.list_(pa.int32())),
+    ("spans", pa.list_(SPAN_TYPE)),
+    ("num_tokens", pa.int32()),
+    ("compact_params", pa.string()),  # JSON of CompactConfig
+    ("nucleus_counts", pa.binary()),  # uint8[T]
+    ("probs", pa.binary()),  # uint16[T, 2]: top-token probability and tail weight, / 65535
+    ("ids", pa.binary()),  # LEB128 gaps of sorted nucleus ids, then of sorted tail draws, per token
+    ("codes", pa.binary()),  # uint8 log-ratio codes to the top token
+])
+
 LOGIT_FIDELITY = pa.schema([
     ("shard", pa.string()),
     ("prompt_id", pa.string()),
@@ -344,6 +361,7 @@ CONTRACTS = {
     "manifest_quotas": MANIFEST_QUOTAS,
     "manifest_runs": MANIFEST_RUNS,
     "teacher_logit_shards": TEACHER_LOGITS,
+    "compact_logit_shards": COMPACT_LOGITS,
     "logit_fidelity": LOGIT_FIDELITY,
     "prompt_features": PROMPT_FEATURES,
     "lp_labels": LP_LABELS,

@@ -40,6 +40,7 @@ PARTITION_COLUMNS: dict[str, str | tuple[str, ...]] = {
     "manifest_quotas": ("phase", "round"),
     "manifest_runs": ("phase", "round"),
     "teacher_logit_shards": "shard",
+    "compact_logit_shards": "shard",
     "logit_fidelity": "shard",
     "prompt_features": "source_dataset",
     "lp_labels": "round",

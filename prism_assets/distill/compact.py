@@ -47,20 +47,17 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from prism_assets.core.contracts import COMPACT_LOGITS
+from prism_assets.core.ids import seed_for
+from prism_assets.distill import targets
 from prism_assets.distill.targets import Targets, assemble, padded
 
 LEVELS = 65535
 MAX_CODE = 255
 BYTE_COLUMNS = ("nucleus_counts", "probs", "ids", "codes")
-SCHEMA = pa.schema([
-    ("num_tokens", pa.int32()),
-    ("compact_params", pa.string()),
-    ("nucleus_counts", pa.binary()),
-    ("probs", pa.binary()),
-    ("ids", pa.binary()),
-    ("codes", pa.binary()),
-    ("response_token_ids", pa.list_(pa.int32())),
-])
+PASSED_THROUGH = ("prompt_id", "shard", "teacher_id", "prompt_token_ids", "response_token_ids", "spans")
+DECODED_COLUMNS = ("num_tokens", "compact_params", *BYTE_COLUMNS, "response_token_ids")
+CARD_COLUMNS = tuple(dict.fromkeys(PASSED_THROUGH + targets.DECODED_COLUMNS))  # what encode_table reads
 
 
 @dataclass(frozen=True)
@@ -200,3 +197,19 @@ def decode(row: Mapping) -> Targets:
 def bytes_per_token(row: Mapping) -> float:
     """Payload bytes of the per-token columns (labels excluded, as in the card's figure) per token."""
     return sum(len(row[c]) for c in BYTE_COLUMNS) / max(int(row["num_tokens"]), 1)
+
+
+def encode_table(card: pa.Table, config: CompactConfig = CompactConfig()) -> pa.Table:
+    """`compact_logit_shards` rows of card-layout rows (teacher_logit_shards columns). Each row's rounding and
+    resampling draws are seeded by (config.seed, prompt id): re-encoding a shard writes the same bytes."""
+    encoded = [encode(decoded, config, np.random.default_rng(seed_for(config.seed, [prompt_id, "compact"])))
+               for decoded, prompt_id in zip(targets.from_table(card), card.column("prompt_id").to_pylist())]
+    columns = {name: card.column(name) for name in PASSED_THROUGH}
+    columns.update({name: pa.array([row[name] for row in encoded], COMPACT_LOGITS.field(name).type)
+                    for name in ("num_tokens", "compact_params", *BYTE_COLUMNS)})
+    return pa.table([columns[name] for name in COMPACT_LOGITS.names], schema=COMPACT_LOGITS)
+
+
+def decode_table(table: pa.Table) -> list[Targets]:
+    """Targets of every compact row of a table (each row decoded vectorized over its tokens)."""
+    return [decode(row) for row in table.select(list(DECODED_COLUMNS)).to_pylist()]

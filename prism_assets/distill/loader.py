@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from prism_assets.core.storage import Lakehouse
-from prism_assets.distill import losses, targets
+from prism_assets.distill import compact, losses, targets
 
 SHARDS = "teacher_logit_shards"
 # Columns a training example needs (the messages and the text stay in the table).
@@ -31,6 +31,22 @@ TRAINING_COLUMNS = [
     "top_indices_low", "top_indices_high", "top_logits_quantized", "top_min", "top_max", "sampled_indices_low",
     "sampled_indices_high", "sampled_logits_quantized", "sampled_min", "sampled_max", "logsumexp", "sampled_log_z",
 ]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A stored form of the teacher's targets: its table, the columns training reads, its batch decoder."""
+
+    table: str
+    columns: tuple[str, ...]
+    decode: Callable[[pa.Table], list[targets.Targets]]
+
+
+PROFILES = {
+    "card": Profile(SHARDS, tuple(TRAINING_COLUMNS), targets.from_table),
+    "compact": Profile("compact_logit_shards", ("prompt_id", "prompt_token_ids", "spans", *compact.DECODED_COLUMNS),
+                       compact.decode_table),
+}
 
 
 @dataclass
@@ -69,11 +85,24 @@ def example_from_row(row: Mapping, channel_weights: Mapping[str, float] | None =
                      with_targets: bool = True, decode: Callable[[Mapping], targets.Targets] = targets.from_row
                      ) -> Example:
     """An Example of one card-layout row; `decode` reads another profile (the compact one)."""
+    return _example(row, channel_weights, decode(row) if with_targets else None)
+
+
+def examples_from_table(table: pa.Table, channel_weights: Mapping[str, float] | None = None,
+                        with_targets: bool = True, profile: str = "card") -> list[Example]:
+    """Examples of every row of a table of `profile`, the targets decoded in one batch."""
+    decoded = PROFILES[profile].decode(table) if with_targets else [None] * table.num_rows
+    light = table.select([c for c in ("prompt_id", "prompt_token_ids", "response_token_ids", "spans")
+                          if c in table.column_names]).to_pylist()
+    return [_example(row, channel_weights, t) for row, t in zip(light, decoded)]
+
+
+def _example(row: Mapping, channel_weights: Mapping[str, float] | None, decoded: targets.Targets | None) -> Example:
     response = np.asarray(row["response_token_ids"], dtype=np.int64)
     return Example(prompt_id=row["prompt_id"], prompt_ids=np.asarray(row["prompt_token_ids"], dtype=np.int64),
                    response_ids=response,
                    weights=losses.channel_weights(row.get("spans"), len(response), channel_weights),
-                   targets=decode(row) if with_targets else None)
+                   targets=decoded)
 
 
 def collate(examples: Sequence[Example], pad_id: int = 0) -> Batch:
@@ -107,25 +136,30 @@ def manifest_order(store: Lakehouse, phase: str, round_: int) -> list[str]:
     return rows.sort_by("stream_order").column("prompt_id").to_pylist()
 
 
-def shard_rows(store: Lakehouse, prompt_ids: Iterable[str], columns: Sequence[str] = TRAINING_COLUMNS,
-               chunk: int = 256) -> Iterator[dict]:
-    """Rows of `teacher_logit_shards` for `prompt_ids`, in their order, a chunk of ids per read; ids with no
-    captured response are skipped (prompts repeat in a manifest, so each chunk's rows are looked up by id)."""
+def shard_tables(store: Lakehouse, prompt_ids: Iterable[str], profile: str = "card", chunk: int = 1024
+                 ) -> Iterator[pa.Table]:
+    """Rows of the profile's table for `prompt_ids`, in their order, one Arrow table per chunk of ids; ids with no
+    captured response are skipped (prompts repeat in a manifest, so each chunk's rows are taken by id). Each chunk
+    is one filtered scan of the table: larger chunks mean fewer scans and more memory."""
+    stored = PROFILES[profile]
+    if not store.exists(stored.table):
+        raise LookupError(f"no {stored.table} table: materialize the {stored.table} asset first")
     pending: list[str] = []
 
-    def flush() -> Iterator[dict]:
+    def flush() -> pa.Table:
         wanted = pa.array(sorted(set(pending)), pa.string())
-        table = store.read_table(SHARDS, list(columns), pc.is_in(pc.field("prompt_id"), wanted))
-        by_id = {row["prompt_id"]: row for row in table.to_pylist()}
-        yield from (by_id[i] for i in pending if i in by_id)
+        table = store.read_table(stored.table, list(stored.columns), pc.is_in(pc.field("prompt_id"), wanted))
+        where = {prompt_id: i for i, prompt_id in enumerate(table.column("prompt_id").to_pylist())}
+        taken = table.take(pa.array([where[i] for i in pending if i in where], pa.int64()))
         pending.clear()
+        return taken
 
     for prompt_id in prompt_ids:
         pending.append(prompt_id)
         if len(pending) >= chunk:
-            yield from flush()
+            yield flush()
     if pending:
-        yield from flush()
+        yield flush()
 
 
 class ManifestDataset(IterableDataset):
@@ -133,14 +167,16 @@ class ManifestDataset(IterableDataset):
     each item an Example in stream order, with stored targets unless `with_targets` is False."""
 
     def __init__(self, store: Lakehouse, phase: str, round_: int = 0, with_targets: bool = True,
-                 channel_weights: Mapping[str, float] | None = None, limit: int | None = None):
+                 channel_weights: Mapping[str, float] | None = None, limit: int | None = None,
+                 profile: str = "card"):
         self.store, self.phase, self.round, self.limit = store, phase, round_, limit
-        self.with_targets, self.channel_weights = with_targets, channel_weights
+        self.with_targets, self.channel_weights, self.profile = with_targets, channel_weights, profile
 
     def __iter__(self) -> Iterator[Example]:
         order = manifest_order(self.store, self.phase, self.round)
-        rows = shard_rows(self.store, order[: self.limit] if self.limit else order)
-        return (example_from_row(row, self.channel_weights, self.with_targets) for row in rows)
+        tables = shard_tables(self.store, order[: self.limit] if self.limit else order, self.profile)
+        return (example for table in tables
+                for example in examples_from_table(table, self.channel_weights, self.with_targets, self.profile))
 
 
 def batches(examples: Iterable[Example], batch_size: int, pad_id: int = 0) -> Iterator[Batch]:

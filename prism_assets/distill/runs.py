@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from prism_assets.core.contracts import DISTILL_RUNS
 from prism_assets.core.storage import Lakehouse
 from prism_assets.distill import student as students
-from prism_assets.distill.loader import ManifestDataset
+from prism_assets.distill.loader import PROFILES, ManifestDataset
 from prism_assets.distill.train import CurvePoint, DistillConfig, held_out, online_logits, train
 
 TABLE = "distill_runs"
@@ -34,11 +34,11 @@ def heldout_prompts(store: Lakehouse, limit: int | None = None, max_prompt_token
     return [(row["prompt_id"], row["messages"]) for row in rows]
 
 
-def stored_bytes_per_token(store: Lakehouse) -> float:
-    """On-disk bytes of `teacher_logit_shards` per stored assistant token."""
-    actions = pa.table(store.table("teacher_logit_shards").get_add_actions(flatten=True))
+def stored_bytes_per_token(store: Lakehouse, table: str = "teacher_logit_shards") -> float:
+    """On-disk bytes of a logits table (every column: prompts, responses, spans included) per assistant token."""
+    actions = pa.table(store.table(table).get_add_actions(flatten=True))
     size = int(pc.sum(actions.column("size_bytes")).as_py() or 0)
-    tokens = int(pc.sum(store.read_table("teacher_logit_shards", ["num_tokens"]).column("num_tokens")).as_py() or 0)
+    tokens = int(pc.sum(store.read_table(table, ["num_tokens"]).column("num_tokens")).as_py() or 0)
     return size / tokens if tokens else float("nan")
 
 
@@ -54,15 +54,16 @@ def run(store: Lakehouse, config: DistillConfig, phase: str = "P1", round_: int 
     student, _ = students.load_student(student_model, student_layers, device="cpu" if teacher.device == "cpu" else None)
     log(f"held-out set: teacher answers to the kl_slice prompts (≤ {heldout_tokens} tokens each)")
     heldout = held_out(teacher, heldout_prompts(store, heldout_limit), heldout_tokens, config.seed)
+    stored = PROFILES[config.profile].table
     dataset = ManifestDataset(store, phase, round_, with_targets=config.signal == "shards",
-                              channel_weights=config.channel_weights)
+                              channel_weights=config.channel_weights, profile=config.profile)
     curve = train(student, dataset.__iter__, config, heldout,
                   online_logits(teacher) if config.signal == "online" else None, teacher.pad_id, log)
     inputs = {"phase": phase, "round": round_, "student": student_model or f"pruned-{student_layers}",
               "teacher": teacher.teacher_id, "manifest_version": store.table("sampling_manifest").version(),
-              "shards_version": store.table("teacher_logit_shards").version()}
+              "shards_version": store.table(stored).version() if config.signal == "shards" else None}
     run_id = config.run_id(inputs)
-    per_token = stored_bytes_per_token(store) if config.signal == "shards" else None
+    per_token = stored_bytes_per_token(store, stored) if config.signal == "shards" else None
     record(store, run_id, config, inputs, curve, per_token)
     return summary(run_id, config, curve, per_token)
 
@@ -82,6 +83,7 @@ def record(store: Lakehouse, run_id: str, config: DistillConfig, inputs: dict, c
 
 def summary(run_id: str, config: DistillConfig, curve: list[CurvePoint], bytes_per_token: float | None) -> dict:
     return {"run_id": run_id, "signal": config.signal, "loss": config.loss, "seed": config.seed,
+            "profile": config.profile if config.signal == "shards" else None,
             "steps": config.steps, "tokens": curve[-1].tokens, "heldout_kl_start": round(curve[0].heldout_kl, 6),
             "heldout_kl_end": round(curve[-1].heldout_kl, 6),
             "bytes_per_token": None if bytes_per_token is None else round(bytes_per_token, 1),

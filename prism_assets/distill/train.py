@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from prism_assets.distill import losses, targets
-from prism_assets.distill.loader import Batch, Example, batches
+from prism_assets.distill.loader import PROFILES, Batch, Example, batches
 from prism_assets.teacher.logits import capture as logit_capture
 
 SIGNALS = ("online", "shards")
@@ -31,6 +31,7 @@ LOSSES = ("dense", "sparse", "topk", "sample", "ce")
 class DistillConfig:
     signal: str = "shards"
     loss: str = "sparse"
+    profile: str = "card"  # the stored form the shards signal reads: card (teacher_logit_shards) | compact
     steps: int = 40
     batch_size: int = 4
     learning_rate: float = 1e-4
@@ -49,6 +50,8 @@ class DistillConfig:
             raise ValueError(f"signal must be one of {SIGNALS}, got {self.signal!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {self.profile!r}")
         if self.signal == "shards" and self.loss in ("dense", "sample"):
             raise ValueError(f"loss {self.loss!r} needs the teacher's full distribution: use --signal online "
                              "(stored shards hold the nucleus and a tail sampled outside it)")

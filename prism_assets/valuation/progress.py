@@ -4,6 +4,11 @@ For each candidate batch: snapshot the student, run k mini-updates of online KD 
 response, dense KL), measure the drop of the held-out KL, restore the snapshot. `lp_value = Δ held-out KL /
 tokens used`: positive when the batch moves the student toward the teacher on prompts it never saw.
 
+The mini-updates are Adam-preconditioned gradient steps, p ← p − lr · g / (√v̂ + ε), with v̂ the second moments
+of the warm-up's optimizer, frozen (as LESS scores data with Adam-preconditioned gradients). A fresh AdamW per
+label would move every weight by about ±lr at its first step whatever the batch (the update is sign(g)), which
+mostly measures noise: with it, 92% of labels came out negative on the demo lakehouse.
+
 The teacher answers every candidate once, batched by length, and scores its answer once; the updates reuse those
 logits. Restoring copies the parameters back in place, so labels are independent of their order.
 """
@@ -73,10 +78,13 @@ def kd_step(student, optimizer, batch, teacher_logits: torch.Tensor) -> float:
     return loss.item()
 
 
-def label(student, pool: Sequence[Candidate], heldout: HeldOut, config: ProgressConfig, pad_id: int = 0,
-          log: Callable[[str], None] | None = None) -> list[dict]:
-    """One record per candidate batch: prompt ids, tokens, held-out KL before and after, lp_value, seconds."""
-    snapshot = [p.detach().clone() for p in student.parameters()]
+def label(student, pool: Sequence[Candidate], heldout: HeldOut, config: ProgressConfig,
+          preconditioner: Sequence[torch.Tensor], pad_id: int = 0, log: Callable[[str], None] | None = None
+          ) -> list[dict]:
+    """One record per candidate batch: prompt ids, tokens, held-out KL before and after, lp_value, seconds.
+    `preconditioner`: 1 / (√v̂ + ε) per parameter, as `warm_up` returns it."""
+    parameters = list(student.parameters())
+    snapshot = [p.detach().clone() for p in parameters]
     student.eval()
     before = heldout.kl(student)
     records, started = [], time.monotonic()
@@ -84,15 +92,23 @@ def label(student, pool: Sequence[Candidate], heldout: HeldOut, config: Progress
         group = list(pool[start: start + config.batch_prompts])
         batch = collate([c.example for c in group], pad_id)
         teacher_logits = torch.cat([c.teacher_logits for c in group])
-        optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, weight_decay=0.0)
         began = time.monotonic()
         student.train()
         for _ in range(config.updates):
-            kd_step(student, optimizer, batch, teacher_logits)
+            loss = losses.reduce(losses.dense_kl(position_logits(student, batch), teacher_logits.float()),
+                                 batch.weights)
+            student.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            with torch.no_grad():
+                for parameter, scale in zip(parameters, preconditioner):
+                    if parameter.grad is not None:
+                        parameter.sub_(config.learning_rate * parameter.grad * scale)
+        student.zero_grad(set_to_none=True)
         student.eval()
         after = heldout.kl(student)
         with torch.no_grad():
-            for parameter, saved in zip(student.parameters(), snapshot):
+            for parameter, saved in zip(parameters, snapshot):
                 parameter.copy_(saved)
         tokens = batch.tokens * config.updates
         records.append({"prompt_ids": [c.prompt_id for c in group], "tokens": tokens, "heldout_kl_before": before,
@@ -105,11 +121,13 @@ def label(student, pool: Sequence[Candidate], heldout: HeldOut, config: Progress
 
 
 def warm_up(student, pool: Sequence[Candidate], steps: int, batch_size: int, learning_rate: float, seed: int,
-            pad_id: int = 0) -> None:
-    """Online KD on the warm-up candidates before labelling: labels of a barely trained student mostly measure
-    how fast the pruned layers re-connect, not what a prompt teaches (spec §9.2)."""
+            pad_id: int = 0) -> list[torch.Tensor]:
+    """Online KD on the warm-up candidates before labelling (labels of a barely trained student mostly measure how
+    fast the pruned layers re-connect, not what a prompt teaches, spec §9.2). Returns the AdamW preconditioner
+    1 / (√v̂ + ε) per parameter, which the labels' mini-updates reuse."""
     if steps <= 0 or not pool:
-        return
+        raise ValueError("learning-progress labels need a warm-up of at least one step on at least one prompt "
+                         "(its optimizer's second moments precondition every label): raise warmup_steps")
     order = np.random.default_rng(seed).permutation(len(pool))
     optimizer = torch.optim.AdamW(student.parameters(), lr=learning_rate, weight_decay=0.0)
     student.train()
@@ -118,3 +136,7 @@ def warm_up(student, pool: Sequence[Candidate], steps: int, batch_size: int, lea
         kd_step(student, optimizer, collate([c.example for c in rows], pad_id),
                 torch.cat([c.teacher_logits for c in rows]))
     student.eval()
+    (_, beta2), eps = optimizer.defaults["betas"], optimizer.defaults["eps"]
+    correction = 1 - beta2 ** steps
+    return [1 / ((optimizer.state[p]["exp_avg_sq"] / correction).sqrt() + eps) if p in optimizer.state
+            else torch.zeros_like(p) for p in student.parameters()]

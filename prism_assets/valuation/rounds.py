@@ -153,9 +153,9 @@ def label_round(store: Lakehouse, round_: int, config: LabelConfig, progress_con
         rest.num_rows)[: config.warmup_prompts], pa.int64())) if rest.num_rows else pa.array([], pa.string())
     warm = progress.candidates(teacher, list(zip(warm_ids.to_pylist(), messages_of(store, warm_ids))),
                                progress_config.max_new_tokens, config.seed)
-    progress.warm_up(student, warm, config.warmup_steps * round_, 4, progress_config.learning_rate, config.seed,
-                     teacher.pad_id)
-    records = progress.label(student, labelled, heldout, progress_config, teacher.pad_id, log)
+    preconditioner = progress.warm_up(student, warm, config.warmup_steps * round_, 4, progress_config.learning_rate,
+                                      config.seed, teacher.pad_id)
+    records = progress.label(student, labelled, heldout, progress_config, preconditioner, teacher.pad_id, log)
     skill_of = dict(zip(subset.column("id").to_pylist(), subset.column("skill_bucket").to_pylist()))
     settings = json.dumps({**asdict(config), **asdict(progress_config)}, sort_keys=True)
     rows = [{"round": round_, "prompt_id": r["prompt_ids"][0], "skill_bucket": skill_of[r["prompt_ids"][0]],

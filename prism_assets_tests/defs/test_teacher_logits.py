@@ -14,6 +14,8 @@ import torch
 from prism_assets import cli
 from prism_assets.core import ids as prompt_ids
 from prism_assets.core.storage import Lakehouse
+from prism_assets.distill.loader import ManifestDataset
+from prism_assets.distill.runs import stored_bytes_per_token
 from prism_assets.teacher import backends as teachers
 from prism_assets.teacher.backends.chat_template import load_tokenizer
 from prism_assets.teacher.logits import capture as logit_capture
@@ -201,3 +203,23 @@ def test_vllm_backend_matches_the_transformers_capture():  # pragma: no cover - 
     responses = vllm_teacher.generate(prompts, ["a"], teachers.GenerationParams(max_new_tokens=8))
     [logits] = vllm_teacher.response_logits(prompts, responses)
     assert torch.logsumexp(logits, -1).abs().max() < 1e-3  # raw log-probs are normalized over the vocabulary
+
+
+def test_compact_shards_hold_every_response_in_fewer_bytes_and_the_loader_reads_them(materialized):
+    lakehouse, _ = materialized
+    [(card_rows, compact_rows, card_tokens, compact_tokens)] = query(lakehouse, """
+        SELECT (SELECT count(*) FROM teacher_logit_shards), (SELECT count(*) FROM compact_logit_shards),
+               (SELECT sum(num_tokens) FROM teacher_logit_shards),
+               (SELECT sum(num_tokens) FROM compact_logit_shards)""")
+    assert compact_rows == card_rows and compact_tokens == card_tokens > 0
+    assert stored_bytes_per_token(lakehouse, "compact_logit_shards") < 0.5 * stored_bytes_per_token(lakehouse)
+    card = list(ManifestDataset(lakehouse, "P1", 0, profile="card"))
+    small = list(ManifestDataset(lakehouse, "P1", 0, profile="compact"))
+    assert card and [e.prompt_id for e in small] == [e.prompt_id for e in card]
+    for a, b in zip(card, small):
+        assert np.array_equal(a.response_ids, b.response_ids) and np.array_equal(a.prompt_ids, b.prompt_ids)
+        assert torch.equal(a.targets.labels, b.targets.labels)
+        # the compact nucleus is a prefix of the card's: the top token and its probability survive
+        same_top = (a.targets.nucleus_ids[:, 0] == b.targets.nucleus_ids[:, 0]).float().mean().item()
+        gap = (a.targets.nucleus_logprobs[:, 0].exp() - b.targets.nucleus_logprobs[:, 0].exp()).abs().max().item()
+        assert same_top >= 0.9 and gap < 5e-3

@@ -9,7 +9,7 @@ import torch
 
 from prism_assets.core.contracts import TEACHER_LOGITS
 from prism_assets.distill import losses
-from prism_assets.distill.targets import Targets, from_captured, from_row
+from prism_assets.distill.targets import Targets, from_captured, from_row, from_table
 from prism_assets.teacher.logits.capture import CaptureConfig
 from prism_assets.teacher.logits.reader import (
     dequantize_sampled_logits,
@@ -83,3 +83,27 @@ def test_topk_view_cat_and_empty_rows():
     assert torch.isfinite(losses.topk_kl(student, top.nucleus_ids, top.nucleus_logprobs, top.nucleus_mask)).all()
     empty = from_row(card_row(realistic_logits(0, vocab=3000))[1])
     assert len(empty) == 0 and empty.nucleus_ids.shape == (0, 0) and empty.tail_ids.shape == (0, 0)
+
+
+def test_a_batch_of_mixed_rows_decodes_as_each_row_alone():
+    """One Arrow table of rows with different lengths, tail strides, temperatures, an empty row, ids above 2**16
+    and a row without `sampled_log_z`: `from_table` gives exactly what `from_row` gives row by row."""
+    configs = [CaptureConfig(), CaptureConfig(tail_samples=8, tail_temperature=2.0), CaptureConfig(),
+               CaptureConfig(tail_samples=5)]
+    stored = []
+    for i, (tokens, config) in enumerate(zip([7, 3, 0, 5], configs)):
+        logits = realistic_logits(tokens, vocab=70_000, seed=10 + i)
+        if tokens:
+            logits[0, 65_600 + i] = logits.max() + 2
+        stored.append(through_arrow(card_row(logits, config, seed=i)[1]))
+    stored[3]["sampled_log_z"] = None
+    table = pa.Table.from_pylist(stored, schema=pa.schema([TEACHER_LOGITS.field(k) for k in stored[0]]))
+    batch = from_table(table.slice(0))
+    assert len(batch) == 4 and [len(t) for t in batch] == [7, 3, 0, 5]
+    for decoded, row in zip(batch, stored):
+        alone = from_row(row)
+        for name in ("nucleus_ids", "nucleus_logprobs", "nucleus_mask", "tail_ids", "tail_logprobs",
+                     "tail_weights", "labels"):
+            assert torch.equal(getattr(decoded, name), getattr(alone, name)), name
+    assert batch[1].tail_ids.shape[1] == 8 and batch[3].tail_ids.shape[1] == 5
+    assert batch[0].nucleus_ids[0, 0] == 65_600

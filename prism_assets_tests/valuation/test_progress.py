@@ -24,12 +24,12 @@ def test_a_batch_like_the_heldout_slice_teaches_more_than_its_shuffled_tokens(te
     student, _ = load_student(device="cpu")
     prompts = [(f"q{i}", [{"role": "user", "content": q}]) for i, q in enumerate(QUESTIONS)]
     heldout = held_out(teacher, prompts[:4], 16)
-    progress.warm_up(student, progress.candidates(teacher, prompts[4:], 16, 0), 30, 4, 1e-4, 0)
+    preconditioner = progress.warm_up(student, progress.candidates(teacher, prompts[4:], 16, 0), 30, 4, 1e-4, 0)
     matching = progress.candidates(teacher, prompts[:2], 16, 0)
     rng = np.random.default_rng(0)
     before = [p.detach().clone() for p in student.parameters()]
     records = progress.label(student, matching + [shuffled(teacher, c, rng) for c in matching], heldout,
-                             progress.ProgressConfig(updates=2))
+                             progress.ProgressConfig(updates=2), preconditioner)
     assert all(torch.equal(p, q) for p, q in zip(student.parameters(), before))  # every label restored the student
     match, shuffle = [r["lp_value"] for r in records[:2]], [r["lp_value"] for r in records[2:]]
     assert min(match) > 0 and sum(match) > 2 * sum(shuffle)

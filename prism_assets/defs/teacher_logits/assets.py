@@ -1,14 +1,17 @@
 """teacher_logits: capture (spec Part 2, §1, §6.2), fidelity report and exports of the teacher's logits."""
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from prism_assets.core.contracts import LOGIT_FIDELITY
+from prism_assets.core.contracts import COMPACT_LOGITS, LOGIT_FIDELITY
 from prism_assets.core.report import markdown_table
 from prism_assets.defs.metadata import asset_attributes, table_metadata, value
 from prism_assets.defs.partitions import Partitions
 from prism_assets.defs.resources import LakehouseResource, TeacherResource, config_values
+from prism_assets.distill import compact
+from prism_assets.distill.runs import stored_bytes_per_token
 from prism_assets.teacher import backends as teachers
 from prism_assets.teacher.logits import capture as logit_capture
 from prism_assets.teacher.logits import export as logit_export
@@ -36,6 +39,16 @@ class TeacherLogitsConfig(dg.Config):
     tail_samples: int = Field(default=24, description="Tail tokens drawn (with replacement) per position (RSKD)")
     tail_temperature: float = Field(default=1.0, description="Tail proposal q ∝ p^(1/t) over non-nucleus tokens")
     top_k_jsonl: int = Field(default=50, description="K of the top-K JSONL written beside the shard (0 = none)")
+
+
+class CompactConfig(dg.Config):
+    nucleus_mass: float = Field(default=0.98, description="Kept nucleus: the smallest prefix of the card's with this "
+                                "mass (the rest is resampled into the tail)")
+    max_nucleus: int = Field(default=24, description="... but at most this many tokens (≤ 255)")
+    tail_samples: int = Field(default=24, description="Tail draws per token, stored as distinct ids with counts")
+    nucleus_step: float = Field(default=1 / 16, description="Nats per 8-bit code of a nucleus log-ratio")
+    tail_step: float = Field(default=1 / 8, description="Nats per 8-bit code of a tail log-ratio")
+    seed: int = Field(default=0, description="Seed of the unbiased rounding and resampling (per row: seed + prompt id)")
 
 
 class FidelityConfig(dg.Config):
@@ -186,4 +199,54 @@ def build(parts: Partitions) -> list:
             }
         )
 
-    return [teacher_logit_shards, logit_fidelity, logit_dataset_export]
+    @dg.asset(
+        partitions_def=parts.logit_shard,
+        deps=["teacher_logit_shards"],
+        kinds={"delta"},
+        automation_condition=FOLLOWS_SHARD,
+        **asset_attributes("compact_logit_shards", STAGE),
+        description="The shard's teacher targets in the compact profile (prism_assets/distill/compact.py): nucleus "
+        "≤ 24 tokens, the rest resampled into 24 tail draws kept as distinct ids with counts, unbiased 8/16-bit "
+        "rounding, gap-coded varint ids — about a quarter of the card layout's bytes, still an unbiased KD "
+        "gradient. `prism distill --signal shards --profile compact` trains on it.",
+    )
+    def compact_logit_shards(
+        context: dg.AssetExecutionContext, config: CompactConfig, lakehouse: LakehouseResource
+    ) -> dg.MaterializeResult:
+        store = lakehouse.get()
+        shard = context.partition_key
+        settings = compact.CompactConfig(**config_values(config, compact.CompactConfig))
+        tokens = payload = 0
+
+        def encoded():
+            nonlocal tokens, payload
+            tokens = payload = 0
+            batches = store.read_partition("teacher_logit_shards", "shard", shard, list(compact.CARD_COLUMNS), 256)
+            for batch in batches:
+                table = compact.encode_table(pa.Table.from_batches([batch]), settings)
+                tokens += int(pc.sum(table.column("num_tokens")).as_py() or 0)
+                payload += sum(int(pc.sum(pc.binary_length(table.column(c))).as_py() or 0)
+                               for c in compact.BYTE_COLUMNS)
+                context.log.info(f"compact shard {shard}: {tokens:,} tokens encoded")
+                yield from table.to_batches()
+
+        try:
+            version = store.replace_partition("compact_logit_shards", COMPACT_LOGITS, encoded, "shard", shard)
+        except ValueError as err:  # e.g. max_nucleus outside a byte
+            raise dg.Failure(description=str(err)) from err
+        rows = store.read_table("compact_logit_shards", ["prompt_id"], pc.field("shard") == shard).num_rows
+        return dg.MaterializeResult(
+            metadata=table_metadata(
+                store,
+                "compact_logit_shards",
+                version,
+                rows,
+                [("shard", shard)],
+                tokens=tokens,
+                payload_bytes_per_token=payload / tokens if tokens else 0.0,
+                table_bytes_per_token=stored_bytes_per_token(store, "compact_logit_shards"),
+                card_table_bytes_per_token=stored_bytes_per_token(store, "teacher_logit_shards"),
+            )
+        )
+
+    return [teacher_logit_shards, logit_fidelity, logit_dataset_export, compact_logit_shards]
