@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import torch
 
 from prism_assets.core.contracts import TEACHER_LOGITS
-from prism_assets.teacher.logits import codec
+from prism_assets.teacher.logits import codec, validate
 from prism_assets.teacher.logits.capture import Captured
 
 
@@ -124,7 +124,8 @@ def _importance_weights(tail_logprobs: np.ndarray, log_z: np.ndarray, temperatur
 
 def from_row(row: Mapping) -> Targets:
     """Targets of one card-layout row (a dict: raw numpy arrays, or Python lists as `to_pylist` gives them)."""
-    plain = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in row.items() if k in DECODED_COLUMNS}
+    plain = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in row.items()
+             if k in DECODED_COLUMNS or k == "prompt_id"}
     return from_table(pa.Table.from_pylist([plain], schema=pa.schema([TEACHER_LOGITS.field(k) for k in plain])))[0]
 
 
@@ -138,6 +139,7 @@ def from_table(table: pa.Table) -> list[Targets]:
     """
     if not table.num_rows:
         return []
+    validate.check(table)
     table = table.combine_chunks()
     n_per_row = table.column("num_tokens").to_numpy(zero_copy_only=False).astype(np.int64)
     n = int(n_per_row.sum())

@@ -58,6 +58,11 @@ def capture(logits: torch.Tensor, generated: torch.Tensor, config: CaptureConfig
     exact top-K log-probabilities for the top-K JSONL export."""
     if torch.isnan(logits).any():
         raise ValueError("NaN logits from the teacher's forward pass: check the model dtype (try float32)")
+    if torch.isposinf(logits).any():
+        raise ValueError("+inf logits from the teacher's forward pass: the logsumexp would be inf; check the model "
+                         "dtype (try float32)")
+    if logits.shape[0] and not torch.isfinite(logits).any(dim=-1).all():
+        raise ValueError("a position whose logits are all -inf has no distribution: check the teacher's logits mask")
     codec.check_vocabulary(logits.shape[-1])
     logits = logits.float()
     n, vocab = logits.shape

@@ -28,7 +28,10 @@ def check_vocabulary(vocab_size: int) -> None:
 
 def pack_indices(indices: np.ndarray) -> tuple[np.ndarray, bytes]:
     """(low uint16 array, packed high-bit bytes) for a flat array of token ids < 2**18."""
-    indices = np.asarray(indices, dtype=np.int64).ravel()
+    indices = np.asarray(indices)
+    if indices.size and not np.issubdtype(indices.dtype, np.integer):
+        raise TypeError(f"token ids must be integers, got {indices.dtype}: casting would truncate them silently")
+    indices = indices.astype(np.int64).ravel()
     if indices.size and (indices.min() < 0 or indices.max() >= MAX_VOCAB):
         raise VocabularyTooLarge(f"token ids must lie in [0, {MAX_VOCAB}), got [{indices.min()}, {indices.max()}]")
     low = (indices & 0xFFFF).astype(np.uint16)
@@ -51,15 +54,23 @@ def unpack_indices(low: np.ndarray, high_bytes: bytes) -> np.ndarray:
 def quantize(logits: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Quantize a flat array of logits split into per-token runs of `counts`; returns (q, mins, maxs).
 
-    -inf logits (masked tokens) quantize to 0 at their token's finite minimum; NaN is rejected.
+    -inf logits (masked tokens) quantize to 0 at their token's finite minimum. NaN, +inf and a token whose
+    stored logits are all -inf have no representation: they are refused before anything is written.
     """
     logits = np.asarray(logits, dtype=np.float64).ravel()
     counts = np.asarray(counts, dtype=np.int64)
     if np.isnan(logits).any():
         raise ValueError("NaN logits cannot be stored: check the teacher's forward pass")
+    if np.isposinf(logits).any():
+        raise ValueError(f"+inf logits cannot be stored (at flat positions {np.flatnonzero(np.isposinf(logits))[:5]}"
+                         "): check the teacher's forward pass (dtype overflow?)")
     if counts.sum() != len(logits):
         raise ValueError(f"counts sum to {counts.sum()} but there are {len(logits)} logits")
     token = np.repeat(np.arange(len(counts)), counts)
+    finite_per_token = np.bincount(token, weights=np.isfinite(logits), minlength=len(counts))
+    if np.any((counts > 0) & (finite_per_token == 0)):
+        raise ValueError(f"tokens {np.flatnonzero((counts > 0) & (finite_per_token == 0))[:5].tolist()} have only "
+                         "-inf logits: a distribution needs at least one finite logit")
     finite = np.where(np.isfinite(logits), logits, np.nan)
     mins = np.full(len(counts), np.inf)
     maxs = np.full(len(counts), -np.inf)

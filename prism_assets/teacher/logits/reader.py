@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from prism_assets.teacher.logits import codec
+from prism_assets.teacher.logits import codec, validate
 from prism_assets.teacher.logits.capture import importance_weights
 
 TABLE = "teacher_logit_shards"
@@ -79,7 +79,9 @@ def _split(flat: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
 
 
 def hydrate(sample: dict) -> dict:
-    """Unpack indices and slice logits per token (the card's `hydrate_sample`, vectorized)."""
+    """Unpack indices and slice logits per token (the card's `hydrate_sample`, vectorized). Raises
+    `validate.MalformedLogits`, naming the field, when the row's arrays disagree."""
+    validate.check(sample)
     sample = dict(sample)
     counts = np.asarray(sample["top_counts"], dtype=np.int64)
     num_tokens = int(sample["num_tokens"])
