@@ -77,7 +77,8 @@ def check(rows: pa.Table | Mapping) -> None:
     """Raise MalformedLogits naming the first malformed rows (by prompt_id where there is one) and fields."""
     if not isinstance(rows, pa.Table):
         plain = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in rows.items() if k in CHECKED}
-        missing = [k for k in CHECKED if k not in plain and k not in ("prompt_id", "sampled_log_z", "response_token_ids")]
+        optional = ("prompt_id", "sampled_log_z", "response_token_ids")
+        missing = [k for k in CHECKED if k not in plain and k not in optional]
         if missing:
             raise MalformedLogits(f"card-layout row without {missing}: is this a Prism logit row?")
         rows = pa.Table.from_pylist([plain], schema=pa.schema([TEACHER_LOGITS.field(k) for k in plain]))
