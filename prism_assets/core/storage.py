@@ -65,6 +65,7 @@ class Lakehouse:
         columns = (partition_column,) if isinstance(partition_column, str) else tuple(partition_column)
         keys = (partition_key,) if len(columns) == 1 and not isinstance(partition_key, tuple) else partition_key
         predicate = " AND ".join(f"{column} = {_sql_literal(key)}" for column, key in zip(columns, keys, strict=True))
+        self._create_if_absent(table, schema, columns)
         for attempt in range(1, attempts + 1):
             reader = pa.RecordBatchReader.from_batches(schema, _conform(schema, _started(batches())))
             try:
@@ -73,9 +74,9 @@ class Lakehouse:
                     reader,
                     partition_by=list(columns),
                     mode="overwrite",
-                    predicate=predicate if self.exists(table) else None,
+                    predicate=predicate,
                     storage_options=self.storage_options,
-                    schema_mode="merge" if self.exists(table) else None,
+                    schema_mode="merge",
                     writer_properties=WRITER_PROPERTIES,
                 )
                 return self.table(table).version()
@@ -84,6 +85,19 @@ class Lakehouse:
                     raise
                 time.sleep(0.2 * attempt + random.random() * 0.3)
         raise AssertionError("unreachable")
+
+    def _create_if_absent(self, table: str, schema: pa.Schema, columns: tuple[str, ...]) -> None:
+        """Create the empty table (version 0) so that every write is a partition overwrite with a predicate: a
+        first write without one would replace the whole table, dropping a concurrent first writer's partition.
+        Two creators race on version 0; the loser finds the table there."""
+        if self.exists(table):
+            return
+        try:
+            DeltaTable.create(self.uri(table), schema=schema, mode="ignore", partition_by=list(columns),
+                              storage_options=self.storage_options)
+        except (CommitFailedError, DeltaError):
+            if not self.exists(table):
+                raise
 
     def read_partition(self, table: str, partition_column: str, partition_key: str,
                        columns: list[str] | None = None, batch_size: int = 8192) -> Iterator[pa.RecordBatch]:

@@ -36,7 +36,7 @@ def test_replacing_a_partition_leaves_the_others_untouched(tmp_path):
 
 def test_a_crash_mid_write_keeps_the_last_committed_version(tmp_path):
     lakehouse = Lakehouse(str(tmp_path))
-    lakehouse.replace_partition("t", SCHEMA, rows("a", 3), "source_dataset", "a")
+    committed = lakehouse.replace_partition("t", SCHEMA, rows("a", 3), "source_dataset", "a")
 
     def crashing():
         yield from rows("a", 1000)()
@@ -44,7 +44,7 @@ def test_a_crash_mid_write_keeps_the_last_committed_version(tmp_path):
 
     with pytest.raises(Exception, match="worker died"):
         lakehouse.replace_partition("t", SCHEMA, crashing, "source_dataset", "a")
-    assert lakehouse.table("t").version() == 0
+    assert lakehouse.table("t").version() == committed
     assert counts(lakehouse) == {"a": 3}
 
 
@@ -66,6 +66,28 @@ def test_concurrent_writers_of_different_partitions_both_commit(tmp_path):
         thread.join()
     assert errors == []
     assert counts(lakehouse) == {k: 10 for k in "abcd"}
+
+
+@pytest.mark.parametrize("trial", range(6))
+def test_first_writers_of_a_new_table_never_drop_each_other(tmp_path, trial):
+    """Several first writes of different partitions, released together on a table that does not exist yet."""
+    lakehouse = Lakehouse(str(tmp_path))
+    start, errors = threading.Barrier(4), []
+
+    def write(key):
+        try:
+            start.wait()
+            lakehouse.replace_partition("t", SCHEMA, rows(key, 5), "source_dataset", key)
+        except Exception as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in "abcd"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert counts(lakehouse) == {k: 5 for k in "abcd"}
 
 
 def test_batches_are_cast_to_the_table_contract(tmp_path):
