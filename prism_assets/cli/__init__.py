@@ -27,7 +27,11 @@ def _lakehouse(args: argparse.Namespace) -> Lakehouse:
 
 def cmd_sql(args: argparse.Namespace) -> int:
     lakehouse = _lakehouse(args)
-    with duck.connect(lakehouse) as con:
+
+    def unreadable(table: str, reason: str) -> None:
+        print(f"warning: table {table} is unreadable and left out: {reason}", file=sys.stderr)
+
+    with duck.connect(lakehouse, on_unreadable=unreadable) as con:  # read-only: no file access, config locked
         try:
             result = con.execute(args.query)
         except Exception as err:  # noqa: BLE001 - shown to the user as a clear message
@@ -39,7 +43,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
         columns = [d[0] for d in result.description]
         rows = result.fetchall()
     if args.format == "csv":
-        writer = csv.writer(sys.stdout)
+        writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows(rows)
     elif args.format == "json":

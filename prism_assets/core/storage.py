@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -161,10 +162,12 @@ def take_by_id(table: pa.Table, ids: pa.Array, columns: list[str], key: str = "i
 
 
 def write_atomically(filesystem, path: str, payload: bytes) -> None:
-    """Write a non-Delta file (staging part, export) so readers never see a half-written one."""
-    with filesystem.open_output_stream(path + ".tmp") as out:
+    """Write a non-Delta file (staging part, export) so readers never see a half-written one. The temporary name
+    is unique per write, so two writers of the same file never move each other's temporary file away."""
+    temporary = f"{path}.{uuid.uuid4().hex}.tmp"
+    with filesystem.open_output_stream(temporary) as out:
         out.write(payload)
-    filesystem.move(path + ".tmp", path)
+    filesystem.move(temporary, path)
 
 
 def _started(batches: Iterable[pa.RecordBatch | pa.Table]) -> Iterator[pa.RecordBatch | pa.Table]:

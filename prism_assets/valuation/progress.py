@@ -31,7 +31,8 @@ from prism_assets.distill.train import HeldOut, position_logits
 @dataclass(frozen=True)
 class ProgressConfig:
     updates: int = 2  # k mini-updates per candidate batch
-    learning_rate: float = 1e-4
+    learning_rate: float = 1e-4  # AdamW of the warm-up
+    step_size: float = 1e-5  # of the labels' preconditioned mini-updates (1e-4 overshoots on SmolLM2's student)
     batch_prompts: int = 1  # prompts per candidate batch (1 = a label per prompt)
     max_new_tokens: int = 32  # the teacher's answer that the updates train on
 
@@ -104,7 +105,7 @@ def label(student, pool: Sequence[Candidate], heldout: HeldOut, config: Progress
             with torch.no_grad():
                 for parameter, scale in zip(parameters, preconditioner):
                     if parameter.grad is not None:
-                        parameter.sub_(config.learning_rate * parameter.grad * scale)
+                        parameter.sub_(config.step_size * parameter.grad * scale)
         student.zero_grad(set_to_none=True)
         student.eval()
         after = heldout.kl(student)

@@ -31,6 +31,7 @@ def test_sql_prints_a_table_and_scripts_get_csv_and_json(curated):
     )
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     assert {r["reason_code"] for r in rows} >= {"invalid JSON", "duplicate id"}
+    assert "\r" not in out.stdout  # shell tools expect \n line ends
     out = prism("sql", "SELECT id, messages FROM prompt_pool LIMIT 3", "--format", "json", root=lakehouse.root)
     records = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(records) == 3 and records[0]["messages"][0]["role"] == "system"
@@ -41,6 +42,26 @@ def test_sql_errors_are_explained_and_list_the_tables(curated):
     out = prism("sql", "SELECT * FROM no_such_table", root=lakehouse.root)
     assert out.returncode == 2
     assert "tables: " + ", ".join(lakehouse.tables()) in out.stderr
+
+
+def test_sql_is_read_only_and_one_broken_table_does_not_hide_the_others(curated, tmp_path):
+    root = tmp_path / "lakehouse"
+    shutil.copytree(curated.root, root, ignore=shutil.ignore_patterns("_staging"))
+    log = root / "prompt_pool" / "_delta_log"
+    before = {p.name: p.read_bytes() for p in log.iterdir()}
+    writes = [f"COPY (SELECT 1 AS x) TO '{log / '00000000000000000000.json'}' (FORMAT csv)",
+              f"ATTACH '{root / 'prompt_pool'}' AS pool (TYPE delta)",
+              "SELECT * FROM read_csv('/etc/passwd')", "SET enable_external_access = true",
+              "INSTALL delta"]
+    for statement in writes:
+        out = prism("sql", statement, root=str(root))
+        assert out.returncode == 2 and "error:" in out.stderr, statement
+    assert {p.name: p.read_bytes() for p in log.iterdir()} == before
+    for commit in (root / "quarantine" / "_delta_log").glob("*.json"):
+        commit.write_text("not a delta commit")
+    out = prism("sql", "SELECT count(*) AS n FROM prompt_pool", "--format", "csv", root=str(root))
+    assert out.returncode == 0 and int(out.stdout.splitlines()[1]) > 0
+    assert "quarantine is unreadable" in out.stderr
 
 
 def test_tables_lists_versions_rows_and_partitions(materialized):

@@ -39,7 +39,9 @@ class LabelsConfig(dg.Config):
     heldout_prompts: int = Field(default=24, description="kl_slice prompts (valuation half) the labels measure on")
     heldout_tokens: int = Field(default=24, description="Teacher answer tokens per held-out prompt")
     updates: int = Field(default=2, description="k: mini-updates per candidate batch")
-    learning_rate: float = Field(default=1e-4, description="Learning rate of the mini-updates and the warm-up")
+    learning_rate: float = Field(default=1e-4, description="AdamW learning rate of the student's warm-up")
+    step_size: float = Field(default=1e-5, description="Step size of each label's mini-updates, preconditioned by "
+                             "the warm-up's AdamW second moments")
     batch_prompts: int = Field(default=1, description="Prompts per candidate batch (1 = a label per prompt)")
     max_new_tokens: int = Field(default=32, description="Tokens of the teacher answer the updates train on")
     seed: int = Field(default=0, description="Seed of the subset, the answers and the warm-up")

@@ -4,7 +4,9 @@ A shard is the set of prompts whose id hashes to it (`core.ids.shard_of`), so sh
 runs a backfill spreads over workers. Work is staged batch by batch as Parquet parts under
 `_staging/teacher_logit_shards/<shard>/<settings hash>/`; a killed run resumes from the parts already
 written (same settings) and the shard is committed to Delta in one transaction at the end, then the
-staging folder is removed. Re-materializing replaces exactly that shard.
+staging folder is removed. Re-materializing replaces exactly that shard. A run claims the shard's staging
+folder first (`claim_shard`), so a second live run of the same shard stops with a message instead of
+deleting the first one's parts; a dead run's claim is taken over.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import socket
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -111,11 +116,87 @@ def _jsonl_lines(prompt_messages: list[dict], response_text: str, response_ids: 
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 
+class ShardBusy(RuntimeError):
+    """Another live run is capturing the same shard."""
+
+
+CLAIM_STALE_AFTER_S = 900  # a claim not refreshed for this long belongs to a dead run: the next run takes over
+
+
+@dataclass(frozen=True)
+class Claimant:
+    """Who stages a shard: host, process and a token unique to the run."""
+
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    def alive(self) -> bool:
+        """False only when certain: the process is gone from this host."""
+        if self.host != socket.gethostname():
+            return True
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def claim_shard(filesystem: fs.FileSystem, folder: str, claimant: Claimant, now: float | None = None,
+                stale_after_s: float = CLAIM_STALE_AFTER_S) -> None:
+    """Claim (or refresh the claim on) a shard's staging folder. Two live runs of one shard would stage into the
+    same folder and the first to commit would delete the other's parts; the second run stops here with a message
+    instead. The claim of a run that died (its process is gone from this host, or its heartbeat is older than
+    `stale_after_s`) is taken over, so a killed capture resumes at once."""
+    now = time.time() if now is None else now
+    path = f"{folder}/CLAIM.json"
+    held = _read_claim(filesystem, path)
+    if held and held[0] != claimant and held[0].alive() and now - held[1] < stale_after_s:
+        raise ShardBusy(f"shard {folder.rsplit('/', 1)[-1]} is being captured by another run (process {held[0].pid} "
+                        f"on {held[0].host}, last heartbeat {now - held[1]:.0f} s ago): wait for it to finish or "
+                        f"cancel it; a claim without heartbeat expires after {stale_after_s:.0f} s")
+    filesystem.create_dir(folder, recursive=True)
+    write_atomically(filesystem, path, json.dumps({**asdict(claimant), "heartbeat": now}).encode())
+    if (_read_claim(filesystem, path) or (None,))[0] != claimant:  # lost a simultaneous claim
+        raise ShardBusy(f"shard {folder.rsplit('/', 1)[-1]} was claimed by another run at the same moment: retry")
+
+
+def release_shard(filesystem: fs.FileSystem, folder: str, claimant: Claimant) -> None:
+    """Drop the claim if it is still ours (a run that fails cleanly leaves its staged parts for the next run)."""
+    path = f"{folder}/CLAIM.json"
+    held = _read_claim(filesystem, path)
+    if held and held[0] == claimant:
+        filesystem.delete_file(path)
+
+
+def _read_claim(filesystem: fs.FileSystem, path: str) -> tuple[Claimant, float] | None:
+    try:
+        with filesystem.open_input_stream(path) as stream:
+            record = json.loads(stream.read())
+        return Claimant(record["host"], int(record["pid"]), record["token"]), float(record["heartbeat"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def build_shard(store: Lakehouse, spec: ShardSpec, load_teacher: Callable[[], object],
                 log: Callable[[str], None] = print) -> ShardStats:
+    claimant = Claimant()
+    filesystem, shard_folder = store.filesystem("_staging", TABLE, spec.shard)
+    claim_shard(filesystem, shard_folder, claimant)
+    try:
+        return _build_claimed(store, spec, load_teacher, log, filesystem, shard_folder, claimant)
+    except BaseException:
+        release_shard(filesystem, shard_folder, claimant)
+        raise
+
+
+def _build_claimed(store: Lakehouse, spec: ShardSpec, load_teacher: Callable[[], object], log: Callable[[str], None],
+                   filesystem: fs.FileSystem, shard_folder: str, claimant: Claimant) -> ShardStats:
     stats = ShardStats()
     wanted = select_prompts(store, spec)
-    filesystem, staging = store.filesystem("_staging", TABLE, spec.shard, spec.settings_hash())
+    staging = f"{shard_folder}/{spec.settings_hash()}"
     filesystem.create_dir(staging, recursive=True)
     done = _staged_ids(filesystem, _staged_parts(filesystem, staging)) & set(wanted)
     pending = [p for p in wanted if p not in done]
@@ -133,6 +214,7 @@ def build_shard(store: Lakehouse, spec: ShardSpec, load_teacher: Callable[[], ob
         for start in range(0, len(pending), spec.generation.batch_size):
             batch = pending[start: start + spec.generation.batch_size]
             _capture_batch(spec, teacher, batch, by_id, filesystem, staging, stats)
+            claim_shard(filesystem, shard_folder, claimant)  # heartbeat
             log(f"shard {spec.shard}: {stats.resumed + start + len(batch)}/{len(wanted)} responses, "
                 f"{stats.tokens:,} tokens (generate {stats.generate_s:.1f} s, forward {stats.forward_s:.1f} s, "
                 f"capture {stats.capture_s:.1f} s)")
@@ -145,7 +227,7 @@ def build_shard(store: Lakehouse, spec: ShardSpec, load_teacher: Callable[[], ob
 
     stats.version = store.replace_partition(TABLE, TEACHER_LOGITS, staged_rows, "shard", spec.shard)
     _publish_jsonl(store, spec, filesystem, parts, set(wanted))
-    filesystem.delete_dir(store.filesystem("_staging", TABLE, spec.shard)[1])
+    filesystem.delete_dir(shard_folder)
     stats.prompts = len(wanted)
     return stats
 
