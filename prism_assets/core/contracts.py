@@ -52,7 +52,7 @@ QUARANTINE = pa.schema([
 
 REASON_CODES = (
     "empty prompt", "placeholder prompt", "non-text content", "invalid role order", "undecodable text",
-    "invalid JSON", "over context limit", "duplicate id",
+    "invalid JSON", "over context limit", "duplicate id", "control characters", "unexpected error",
 )
 
 BUCKET_LABELS = pa.schema([

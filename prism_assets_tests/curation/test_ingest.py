@@ -54,8 +54,8 @@ def test_placeholder_prompts_are_rejected_with_the_rebuild_origin():
     with pytest.raises(Rejected) as info:
         prompt_of("opencodereasoning2_python", {"question": "-", "dataset": "taco", "split": "train", "index": "42"})
     assert info.value.code == "placeholder prompt"
-    assert info.value.reason == "placeholder prompt, needs rebuild from taco/train/42"
-    with pytest.raises(Rejected, match="needs rebuild from code_contests/train/3"):
+    assert info.value.reason == "the prompt is the placeholder '-': rebuild it from dataset=taco, split=train, index=42"
+    with pytest.raises(Rejected, match="rebuild it from dataset=code_contests, split=train, index=3"):
         prompt_of("nemotron_cp_python0", {"messages": [{"role": "user", "content": "-"},
                                                        {"role": "assistant", "content": "x"}],
                                           "dataset": "code_contests", "split": "train", "index": "3"})

@@ -49,7 +49,7 @@ def test_malformed_rows_are_quarantined_with_reasons_and_counts_reconcile(curate
     [(pool,)] = query(lakehouse, "SELECT count(*) FROM prompt_pool WHERE source_dataset = 'messy'")
     assert (raw, pool) == (len(GOOD_ROWS) + sum(EXPECTED_QUARANTINE.values()), len(GOOD_ROWS))
     [(placeholder,)] = query(lakehouse, "SELECT reason FROM quarantine WHERE reason_code = 'placeholder prompt'")
-    assert placeholder == "placeholder prompt, needs rebuild from taco/train/17"
+    assert placeholder == "the prompt is the placeholder '-': rebuild it from dataset=taco, split=train, index=17"
     [(raw_text,)] = query(lakehouse, "SELECT raw_text FROM quarantine WHERE reason_code = 'undecodable text'")
     assert "\\xff" in raw_text  # the undecodable bytes are kept, escaped, for inspection
 

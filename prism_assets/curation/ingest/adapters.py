@@ -45,8 +45,17 @@ def get_path(row: Any, path: str, default: Any = None) -> Any:
 
 
 def adapt(adapter: str, row: Any, options: dict[str, Any]) -> Adapted:
+    if adapter == "text":
+        if not isinstance(row, str):
+            raise Rejected("invalid JSON", f"the text adapter reads one JSON string per row, got a JSON "
+                           f"{_json_type(row)}; for objects use the flat adapter with prompt_field")
+        messages = [_user(row)]
+        validate_messages(messages, {}, options)
+        return Adapted(messages=messages)
     if not isinstance(row, dict):
-        raise Rejected("invalid JSON", f"row is a JSON {type(row).__name__}, expected an object")
+        hint = "; for one JSON string per line register the source with adapter: text" if isinstance(row, str) else ""
+        raise Rejected("invalid JSON",
+                       f"row is a JSON {_json_type(row)}, the {adapter} adapter expects an object{hint}")
     messages = ADAPTERS[adapter](row, options)
     validate_messages(messages, row, options)
     id_field = options.get("id_field")
@@ -62,20 +71,38 @@ def adapt(adapter: str, row: Any, options: dict[str, Any]) -> Adapted:
 
 def validate_messages(messages: list[dict], row: dict, options: dict[str, Any]) -> None:
     """Reject what a teacher cannot be prompted with; the checks run in order of how users fix them."""
-    for message in messages:
-        if not isinstance(message.get("content"), str):
-            raise Rejected("non-text content", f"{message.get('role')} message content is "
-                           f"{type(message.get('content')).__name__}, not text")
+    for number, message in enumerate(messages, 1):
+        content = message.get("content")
+        if content is None:
+            raise Rejected("non-text content", f"{message.get('role')} message {number} has no text (null or missing "
+                           "content)")
+        if not isinstance(content, str):
+            raise Rejected("non-text content", f"{message.get('role')} message {number} content is a JSON "
+                           f"{_json_type(content)}, not text")
+        bad = _CONTROL.search(content)
+        if bad:
+            raise Rejected("control characters", f"{message['role']} message {number} holds the control character "
+                           f"U+{ord(bad.group()):04X} at character {bad.start()}: remove control characters "
+                           "(other than tab and newline) from the source")
+        bad = _SURROGATE.search(content)
+        if bad:
+            raise Rejected("undecodable text", f"{message['role']} message {number} holds a lone UTF-16 surrogate "
+                           f"U+{ord(bad.group()):04X} at character {bad.start()}, which UTF-8 cannot store")
     turns = [m for m in messages if m["role"] in ("user", "assistant")]
     if not turns:
         raise Rejected("empty prompt", "no user turn found")
     last_user = turns[-1]["content"].strip()
     if last_user.lower() in PLACEHOLDER_TEXTS:
         fields = options.get("rebuild_fields", ["dataset", "split", "index"])
-        origin = "/".join(str(get_path(row, f, "?")) for f in fields)
-        raise Rejected("placeholder prompt", f"placeholder prompt, needs rebuild from {origin}")
-    if any(not m["content"].strip() for m in turns):
-        raise Rejected("empty prompt", "empty or whitespace-only prompt")
+        found = {f: get_path(row, f) for f in fields if get_path(row, f) is not None}
+        origin = (f"rebuild it from {', '.join(f'{k}={v}' for k, v in found.items())}" if found
+                  else f"the row has none of the fields {fields} that would say where to rebuild it from")
+        raise Rejected("placeholder prompt", f"the prompt is the placeholder {last_user!r}: {origin}")
+    for number, message in enumerate(messages, 1):
+        if message["role"] in ("user", "assistant") and not _INVISIBLE.sub("", message["content"]).strip():
+            what = "empty or whitespace-only" if not message["content"].strip() else \
+                "only invisible characters (zero-width or format marks)"
+            raise Rejected("empty prompt", f"{message['role']} message {number} is {what}")
     roles = [m["role"] for m in messages]
     leading = 0
     while leading < len(roles) and roles[leading] == "developer":
@@ -84,6 +111,18 @@ def validate_messages(messages: list[dict], row: dict, options: dict[str, Any]) 
     expected = ["user" if i % 2 == 0 else "assistant" for i in range(len(body))]
     if body != expected or body[-1] != "user":
         raise Rejected("invalid role order", f"roles {roles} must be [developer] user (assistant user)*")
+
+
+# C0 controls other than tab, newline and carriage return, DEL and the C1 block: no prompt needs them.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Zero-width and bidirectional format marks (Unicode Cf) that render as nothing.
+_INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]")
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def _user(text: Any) -> dict:
@@ -142,19 +181,24 @@ def _chat(turns: list[dict], role_key: str, content_key: str, row: dict, options
     """Shared path for role/content and from/value chats: keep history up to the last user turn."""
     if not isinstance(turns, list):
         raise Rejected("non-text content", f"conversation is a {type(turns).__name__}, not a list of turns")
-    messages = []
-    for turn in turns:
+    messages, skipped = [], []
+    for number, turn in enumerate(turns, 1):
         if not isinstance(turn, dict):
-            raise Rejected("invalid role order", f"turn {turn!r} is not an object")
+            raise Rejected("invalid role order", f"turn {number} is a JSON {_json_type(turn)}, not an object "
+                           f"with {role_key!r} and {content_key!r}")
         role = _ROLE_ALIASES.get(str(turn.get(role_key, "")).lower())
         if role is None:
-            if options.get("skip_unknown_roles", True):
+            if options.get("skip_unknown_roles", True):  # tool / function turns carry no prompt text
+                skipped.append(turn.get(role_key))
                 continue
-            raise Rejected("invalid role order", f"unknown role {turn.get(role_key)!r}")
+            raise Rejected("invalid role order", f"turn {number} has the unknown role {turn.get(role_key)!r}; known: "
+                           f"{sorted(_ROLE_ALIASES)}")
         messages.append(_turn(role, turn.get(content_key)))
     users = [i for i, m in enumerate(messages) if m["role"] == "user"]
     if not users:
-        raise Rejected("empty prompt", "no user turn found")
+        extra = (f"; turns with unknown roles {sorted({str(r) for r in skipped})} were skipped (skip_unknown_roles), "
+                 f"known roles: {sorted(_ROLE_ALIASES)}") if skipped else ""
+        raise Rejected("empty prompt", f"no user turn found in {role_key!r}/{content_key!r} turns{extra}")
     if options.get("keep_history", True):
         messages = messages[: users[-1] + 1]
     else:  # the first user turn, with any system text before it
@@ -189,9 +233,14 @@ _LLAMA3_TURN = re.compile(r"<\|start_header_id\|>(\w+)<\|end_header_id\|>\n\n(.*
 
 
 def _parse_llama3_template(text: str) -> list[dict]:
-    """Llama-Nemotron v1.0 stored `input` as a Llama-3 chat-template string."""
+    """Llama-Nemotron v1.0 stored `input` as a Llama-3 chat-template string; any other string is refused (it
+    would otherwise become a prompt silently, whatever it holds)."""
     turns = [{"role": role, "content": content} for role, content in _LLAMA3_TURN.findall(text)]
-    return turns or [{"role": "user", "content": text}]
+    if not turns:
+        raise Rejected("invalid role order", "the messages field is a string that is not a Llama-3 chat-template "
+                       "transcript (<|start_header_id|>role<|end_header_id|>…): give a list of {role, content} turns, "
+                       "or register the source with the flat adapter and prompt_field")
+    return turns
 
 
 _HH_MARKER = re.compile(r"\n\n(Human|Assistant): ?")
@@ -268,8 +317,15 @@ def turns(row: dict, options: dict[str, Any]) -> list[dict]:
     return [_user(values[0])]
 
 
+def text(row: dict, options: dict[str, Any]) -> list[dict]:
+    """Rows that are bare JSON strings ("Write a function…" one per line): the string is the prompt. Handled in
+    `adapt`, which is the only place a non-object row can reach."""
+    raise Rejected("invalid JSON", "the text adapter reads JSON strings, not objects")
+
+
 ADAPTERS: dict[str, Callable[[dict, dict[str, Any]], list[dict]]] = {
     "flat": flat,
+    "text": text,
     "synth": synth,
     "messages": chat_messages,
     "conversations": conversations,

@@ -9,17 +9,18 @@ import pyarrow as pa
 
 from prism_assets.core.contracts import RAW_PROMPTS
 from prism_assets.curation.ingest.adapters import get_path
-from prism_assets.curation.ingest.readers import read_source
+from prism_assets.curation.ingest.readers import ReadStats, read_source
 from prism_assets.curation.ingest.registry import Source
 
 BATCH_ROWS = 10_000
 
 
 def raw_batches(source: Source, log: Callable[[str], None] | None = None,
-                batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-    """raw_prompts record batches of one source, streamed; `log` gets a progress line per batch."""
+                batch_rows: int = BATCH_ROWS, stats: ReadStats | None = None) -> Iterator[pa.RecordBatch]:
+    """raw_prompts record batches of one source, streamed; `log` gets a progress line per batch, `stats` the
+    blank lines skipped."""
     id_field = source.options.get("id_field")
-    rows = read_source(source)
+    rows = read_source(source, stats)
     total = 0
     while chunk := list(itertools.islice(rows, batch_rows)):
         records = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,17 +50,36 @@ class RegistryError(ValueError):
     """A registry file that cannot be used; the message says which entry and what to fix."""
 
 
-def load_registry(path: str | Path) -> list[Source]:
-    """Sources of a registry file; `include: [other.yaml, ...]` pulls in other registries first."""
-    path = Path(path)
+def load_registry(path: str | Path, _including: tuple[Path, ...] = ()) -> list[Source]:
+    """Sources of a registry file; `include: [other.yaml, ...]` pulls in other registries first.
+
+    Local data files must lie under the registry's folder, or under `data_root:` when the registry sets one
+    (relative to the registry): a registry cannot point ingestion at arbitrary files of the machine.
+    """
+    path = Path(path).resolve()
+    if path in _including:
+        chain = " → ".join(str(p) for p in (*_including, path))
+        raise RegistryError(f"{path}: includes itself ({chain}); remove the circular include")
     if not path.exists():
         raise RegistryError(f"source registry {path} does not exist (set PRISM_SOURCES to a YAML registry)")
-    document = yaml.safe_load(path.read_text()) or {}
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        message = str(err).replace("<unicode string>", str(path))
+        raise RegistryError(f"{path}: not a valid YAML registry: {message}") from None
+    if not isinstance(document, dict):
+        raise RegistryError(f"{path}: a registry is a YAML mapping with 'sources:' and/or 'include:', "
+                            f"got a {type(document).__name__}")
     entries = document.get("sources") or []
     if not isinstance(entries, list):
         raise RegistryError(f"{path}: 'sources:' must be a list")
-    sources = [source for included in document.get("include") or [] for source in load_registry(path.parent / included)]
-    sources += [_parse_entry(entry, path) for entry in entries]
+    includes = document.get("include") or []
+    if not isinstance(includes, list):
+        raise RegistryError(f"{path}: 'include:' must be a list of registry files")
+    data_root = Path(os.path.normpath(path.parent / str(document.get("data_root", "."))))
+    sources = [source for included in includes
+               for source in load_registry(path.parent / str(included), (*_including, path))]
+    sources += [_parse_entry(entry, path, data_root) for entry in entries]
     if not sources:
         raise RegistryError(f"{path}: no sources (give a 'sources:' list and/or 'include:' other registries)")
     names = [s.name for s in sources]
@@ -69,9 +89,11 @@ def load_registry(path: str | Path) -> list[Source]:
     return sources
 
 
-def _parse_entry(entry: dict[str, Any], registry_path: Path) -> Source:
+def _parse_entry(entry: dict[str, Any], registry_path: Path, data_root: Path) -> Source:
     from prism_assets.curation.ingest.adapters import ADAPTERS
 
+    if not isinstance(entry, dict):
+        raise RegistryError(f"{registry_path}: every item of 'sources:' is a mapping, got {entry!r}")
     name = entry.get("name", "")
     where = f"{registry_path}: source {name!r}"
     if not _NAME.match(str(name)):
@@ -91,7 +113,8 @@ def _parse_entry(entry: dict[str, Any], registry_path: Path) -> Source:
         if not isinstance(reference, dict) or reference.get("checker") not in SUITE_OF_CHECKER:
             raise RegistryError(f"{where}: reference must be a mapping with checker one of {sorted(SUITE_OF_CHECKER)}")
     raw_paths = entry.get("paths") or ([entry["path"]] if entry.get("path") else [])
-    paths = tuple(str((registry_path.parent / p).resolve()) if "://" not in p else p for p in raw_paths)
+    paths = tuple(_local_path(str(p), registry_path, data_root, where) if "://" not in str(p) else str(p)
+                  for p in raw_paths)
     if bool(paths) == bool(entry.get("hub_id")):
         raise RegistryError(f"{where}: give exactly one of hub_id or path(s)")
     file_format = entry.get("format") or (Path(paths[0]).suffix.lstrip(".") if paths else None)
@@ -99,3 +122,12 @@ def _parse_entry(entry: dict[str, Any], registry_path: Path) -> Source:
         raise RegistryError(f"{where}: format must be one of {FILE_FORMATS}, got {file_format!r}")
     fields = {k: v for k, v in entry.items() if k not in ("path", "paths", "format")}
     return Source(**{**fields, "paths": paths, "format": file_format, "options": entry.get("options") or {}})
+
+
+def _local_path(path: str, registry_path: Path, data_root: Path, where: str) -> str:
+    """The absolute path of a data file, refused when it lies outside the registry's data root."""
+    resolved = Path(os.path.normpath(registry_path.parent / path))
+    if not resolved.is_relative_to(data_root):
+        raise RegistryError(f"{where}: path {path!r} lies outside the registry's data folder {data_root}; keep data "
+                            "files under it, or set 'data_root:' in the registry to a folder that holds them")
+    return str(resolved)

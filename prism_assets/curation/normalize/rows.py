@@ -37,6 +37,10 @@ def normalize_rows(rows: list[dict], source: Source, config: NormalizeConfig) ->
             pool.append(_normalize_row(row, source, config))
         except Rejected as rejection:
             quarantine.append(quarantine_record(row, rejection.code, rejection.reason))
+        except Exception as err:  # noqa: BLE001 - one row a case missed must not fail its whole source
+            quarantine.append(quarantine_record(
+                row, "unexpected error", f"{type(err).__name__}: {err} (row {row['row_index']}); this row's shape "
+                "is not handled, please report it with the row's raw_text"))
     return pool, quarantine
 
 

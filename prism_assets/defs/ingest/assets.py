@@ -7,6 +7,7 @@ import pyarrow as pa
 
 from prism_assets.core.contracts import RAW_PROMPTS
 from prism_assets.curation.ingest.raw import raw_batches
+from prism_assets.curation.ingest.readers import ReadStats, SourceUnavailable
 from prism_assets.defs.metadata import asset_attributes, table_metadata
 from prism_assets.defs.partitions import Partitions
 from prism_assets.defs.resources import LakehouseResource
@@ -26,15 +27,20 @@ def build(parts: Partitions) -> list:
         source = parts.sources[context.partition_key]
         store = lakehouse.get()
         counts = {"rows": 0, "read_errors": 0}
+        stats = ReadStats()
 
         def batches() -> Iterator[pa.RecordBatch]:
             counts.update(rows=0, read_errors=0)
-            for batch in raw_batches(source, context.log.info):
+            stats.blank_lines = 0
+            for batch in raw_batches(source, context.log.info, stats=stats):
                 counts["rows"] += batch.num_rows
                 counts["read_errors"] += batch.num_rows - batch.column("read_error").null_count
                 yield batch
 
-        version = store.replace_partition("raw_prompts", RAW_PROMPTS, batches, "source_dataset", source.name)
+        try:
+            version = store.replace_partition("raw_prompts", RAW_PROMPTS, batches, "source_dataset", source.name)
+        except SourceUnavailable as err:
+            raise dg.Failure(description=str(err)) from err
         return dg.MaterializeResult(
             metadata=table_metadata(
                 store,
@@ -44,6 +50,7 @@ def build(parts: Partitions) -> list:
                 [("source_dataset", source.name)],
                 source_uri=source.uri,
                 unreadable_rows=counts["read_errors"],
+                blank_lines_skipped=stats.blank_lines,
                 licence=source.licence,
             )
         )
