@@ -53,7 +53,7 @@ def wait_for(condition, timeout: float, what: str, interval: float = 1.0):
 def dagster_ui(tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")  # the project's instance settings, as `make ui`
     env = {**os.environ, "DAGSTER_HOME": str(home), "PRISM_LAKEHOUSE_URI": str(tmp_path / "lakehouse")}
     port = free_port()
     dagster = Path(sys.executable).with_name("dagster")
