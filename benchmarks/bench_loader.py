@@ -4,7 +4,8 @@ The rows are the lakehouse's real `teacher_logit_shards` rows (the teacher's own
 prompt ids until there are `--tokens` response tokens, written as one Delta shard in a temporary lakehouse. Timed:
 
   decode       `targets.from_table` on record batches already in memory (the loader's per-chunk work)
-  per row      `targets.from_row` on each row as a Python dict (what a per-row decoder costs)
+  per row      `targets.from_row` on each row as a Python dict (one row at a time through the batch decoder: what
+               a caller pays for not batching)
   read+decode  the training path: `shard_tables` (Delta read of a chunk of ids, taken in stream order) +
                `examples_from_table` (decode, channel weights) + `collate` into batches of `--batch-size`
 
@@ -50,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lakehouse", default=os.environ.get("PRISM_LAKEHOUSE_URI", "lakehouse"))
     parser.add_argument("--tokens", type=int, default=500_000)
-    parser.add_argument("--chunk", type=int, default=256, help="prompt ids per read (the loader's default)")
+    parser.add_argument("--chunk", type=int, default=1024, help="prompt ids per read (the loader's default)")
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
 
