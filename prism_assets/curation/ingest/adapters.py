@@ -45,19 +45,12 @@ def get_path(row: Any, path: str, default: Any = None) -> Any:
 
 
 def adapt(adapter: str, row: Any, options: dict[str, Any]) -> Adapted:
-    if adapter == "text":
-        if not isinstance(row, str):
-            raise Rejected("invalid JSON", f"the text adapter reads one JSON string per row, got a JSON "
-                           f"{_json_type(row)}; for objects use the flat adapter with prompt_field")
-        messages = [_user(row)]
-        validate_messages(messages, {}, options)
-        return Adapted(messages=messages)
-    if not isinstance(row, dict):
+    if adapter != "text" and not isinstance(row, dict):
         hint = "; for one JSON string per line register the source with adapter: text" if isinstance(row, str) else ""
         raise Rejected("invalid JSON",
                        f"row is a JSON {_json_type(row)}, the {adapter} adapter expects an object{hint}")
     messages = ADAPTERS[adapter](row, options)
-    validate_messages(messages, row, options)
+    validate_messages(messages, row if isinstance(row, dict) else {}, options)
     id_field = options.get("id_field")
     example_id = get_path(row, id_field) if id_field else None
     licence_field = options.get("licence_field")
@@ -317,13 +310,15 @@ def turns(row: dict, options: dict[str, Any]) -> list[dict]:
     return [_user(values[0])]
 
 
-def text(row: dict, options: dict[str, Any]) -> list[dict]:
-    """Rows that are bare JSON strings ("Write a function…" one per line): the string is the prompt. Handled in
-    `adapt`, which is the only place a non-object row can reach."""
-    raise Rejected("invalid JSON", "the text adapter reads JSON strings, not objects")
+def text(row: Any, options: dict[str, Any]) -> list[dict]:
+    """Rows that are bare JSON strings ("Write a function…" one per line): the string is the prompt."""
+    if not isinstance(row, str):
+        raise Rejected("invalid JSON", f"the text adapter reads one JSON string per row, got a JSON "
+                       f"{_json_type(row)}; for objects use the flat adapter with prompt_field")
+    return [_user(row)]
 
 
-ADAPTERS: dict[str, Callable[[dict, dict[str, Any]], list[dict]]] = {
+ADAPTERS: dict[str, Callable[[Any, dict[str, Any]], list[dict]]] = {
     "flat": flat,
     "text": text,
     "synth": synth,
