@@ -48,23 +48,29 @@ def test_a_crash_mid_write_keeps_the_last_committed_version(tmp_path):
     assert counts(lakehouse) == {"a": 3}
 
 
-def test_concurrent_writers_of_different_partitions_both_commit(tmp_path):
-    lakehouse = Lakehouse(str(tmp_path))
-    errors = []
+def write_concurrently(lakehouse: Lakehouse, rows_per_key: int, writes: int = 1, keys: str = "abcd") -> list:
+    """One thread per partition key, released together, each replacing its partition `writes` times; the errors."""
+    start, errors = threading.Barrier(len(keys)), []
 
     def write(key):
         try:
-            for _ in range(3):
-                lakehouse.replace_partition("t", SCHEMA, rows(key, 10), "source_dataset", key)
+            start.wait()
+            for _ in range(writes):
+                lakehouse.replace_partition("t", SCHEMA, rows(key, rows_per_key), "source_dataset", key)
         except Exception as err:  # noqa: BLE001
             errors.append(err)
 
-    threads = [threading.Thread(target=write, args=(k,)) for k in "abcd"]
+    threads = [threading.Thread(target=write, args=(k,)) for k in keys]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert errors == []
+    return errors
+
+
+def test_concurrent_writers_of_different_partitions_both_commit(tmp_path):
+    lakehouse = Lakehouse(str(tmp_path))
+    assert write_concurrently(lakehouse, 10, writes=3) == []
     assert counts(lakehouse) == {k: 10 for k in "abcd"}
 
 
@@ -72,21 +78,7 @@ def test_concurrent_writers_of_different_partitions_both_commit(tmp_path):
 def test_first_writers_of_a_new_table_never_drop_each_other(tmp_path, trial):
     """Several first writes of different partitions, released together on a table that does not exist yet."""
     lakehouse = Lakehouse(str(tmp_path))
-    start, errors = threading.Barrier(4), []
-
-    def write(key):
-        try:
-            start.wait()
-            lakehouse.replace_partition("t", SCHEMA, rows(key, 5), "source_dataset", key)
-        except Exception as err:  # noqa: BLE001
-            errors.append(err)
-
-    threads = [threading.Thread(target=write, args=(k,)) for k in "abcd"]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert write_concurrently(lakehouse, 5) == []
     assert counts(lakehouse) == {k: 5 for k in "abcd"}
 
 
