@@ -97,7 +97,7 @@ def test_bucket_labels_cover_every_skill_bucket_and_record_the_prior(curated):
 
 def test_tables_are_readable_with_plain_duckdb_delta_scan(curated):
     lakehouse = curated
-    con = duck.connect()  # no views: the documented plain-DuckDB path
+    con = duck.connect(read_only=False)  # no views, the delta extension loaded: the documented plain-DuckDB path
     [(n,)] = con.execute(f"SELECT count(*) FROM delta_scan('{lakehouse.uri('bucket_labels')}')").fetchall()
     [(m,)] = con.execute(f"SELECT count(*) FROM delta_scan('{lakehouse.uri('prompt_pool')}')").fetchall()
     assert n == m > 2000
@@ -125,5 +125,6 @@ def test_rematerializing_a_partition_replaces_exactly_that_partition(lakehouse_r
     versions = {
         t: lakehouse.table(t).version() for t in ("raw_prompts", "prompt_pool", "bucket_labels", "prompt_embeddings")
     }
-    assert versions == {"raw_prompts": 3, "prompt_pool": 3, "bucket_labels": 3, "prompt_embeddings": 3}
+    # version 0 creates the empty table (so concurrent first writers never drop each other), then 1 + 3 writes
+    assert versions == {"raw_prompts": 4, "prompt_pool": 4, "bucket_labels": 4, "prompt_embeddings": 4}
     assert Counter(r[0] for r in query(lakehouse, "SELECT source_dataset FROM prompt_pool")) == {"messy": 5, "clean": 3}
