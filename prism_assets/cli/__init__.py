@@ -27,11 +27,7 @@ def _lakehouse(args: argparse.Namespace) -> Lakehouse:
 
 def cmd_sql(args: argparse.Namespace) -> int:
     lakehouse = _lakehouse(args)
-
-    def unreadable(table: str, reason: str) -> None:
-        print(f"warning: table {table} is unreadable and left out: {reason}", file=sys.stderr)
-
-    with duck.connect(lakehouse, on_unreadable=unreadable) as con:  # read-only: no file access, config locked
+    with duck.connect(lakehouse) as con:
         try:
             result = con.execute(args.query)
         except Exception as err:  # noqa: BLE001 - shown to the user as a clear message

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import glob
 import os
-import warnings
-from collections.abc import Callable
 
 import duckdb
 
@@ -33,55 +31,38 @@ def delta_extension_path() -> str:
 
 
 def connect(lakehouse: Lakehouse | None = None, database: str = ":memory:",
-            only: list[tuple[str, str]] | None = None, read_only: bool = True,
-            on_unreadable: Callable[[str, str], None] | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with one view per lakehouse table.
+            only: list[tuple[str, str]] | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the delta extension loaded and one view per lakehouse table.
 
     `only=[(column, value), ...]` narrows every table that has those columns to one partition, so a
     check run for one partition is not confused by other partitions being written at the same time.
-
-    Read-only (the default: `prism sql`, the checks, reports): the views scan Arrow datasets that deltalake
-    opened, then DuckDB's file access is switched off and its configuration locked, so no statement can
-    ATTACH a table, COPY over a commit or read other files. `read_only=False` keeps file access (and the
-    delta extension, for `delta_scan`) for writers such as the manifest export.
     """
     con = duckdb.connect(database)
-    if not read_only:
-        con.execute(f"LOAD '{delta_extension_path()}'")
+    con.execute(f"LOAD '{delta_extension_path()}'")
     if lakehouse is not None:
-        register_views(con, lakehouse, only, on_unreadable or _warn_unreadable)
-    if read_only:
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
+        register_views(con, lakehouse, only)
     return con
 
 
-def _warn_unreadable(table: str, reason: str) -> None:
-    warnings.warn(f"table {table!r} is unreadable and left out of the DuckDB views: {reason}", stacklevel=3)
-
-
-def register_views(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, only: list[tuple[str, str]] | None,
-                   on_unreadable: Callable[[str, str], None]) -> list[str]:
-    """(Re)create a view per readable Delta table, plus `mixture_targets`; an unreadable table (a corrupt log)
-    is reported through `on_unreadable` and left out, so queries on the other tables still run."""
+def register_views(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse,
+                   only: list[tuple[str, str]] | None = None) -> list[str]:
+    """(Re)create a view per Delta table, plus `mixture_targets`; object stores go through deltalake."""
     from prism_assets.core import contracts as schemas
     from prism_assets.core.mixture import mixture_targets_table
 
     con.register("mixture_targets", mixture_targets_table())
     for table, schema in schemas.CONTRACTS.items():  # empty tables whose types are the contract
         con.register(f"contract_{table}", schema.empty_table())
-    readable = []
-    for name in lakehouse.tables():
-        try:
-            delta = lakehouse.table(name)
-            dataset, columns = delta.to_pyarrow_dataset(), set(delta.schema().to_arrow().names)
-        except Exception as err:  # noqa: BLE001 - one broken table must not hide the others
-            on_unreadable(name, str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__)
-            continue
-        con.register(f"__arrow_{name}", dataset)
+    names = lakehouse.tables()
+    for name in names:
+        if "://" in lakehouse.root:
+            con.register(f"__arrow_{name}", lakehouse.table(name).to_pyarrow_dataset())
+            relation = f'"__arrow_{name}"'
+        else:
+            relation = "delta_scan('{}')".format(lakehouse.uri(name).replace("'", "''"))
+        columns = set(lakehouse.table(name).schema().to_arrow().names)
         narrowed = [(column, value) for column, value in only or [] if column in columns]
         where = " WHERE " + " AND ".join(
             "\"{}\" = '{}'".format(column, value.replace("'", "''")) for column, value in narrowed) if narrowed else ""
-        con.execute(f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM "__arrow_{name}"{where}')
-        readable.append(name)
-    return readable
+        con.execute(f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM {relation}{where}')
+    return names

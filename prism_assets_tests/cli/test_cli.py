@@ -44,26 +44,6 @@ def test_sql_errors_are_explained_and_list_the_tables(curated):
     assert "tables: " + ", ".join(lakehouse.tables()) in out.stderr
 
 
-def test_sql_is_read_only_and_one_broken_table_does_not_hide_the_others(curated, tmp_path):
-    root = tmp_path / "lakehouse"
-    shutil.copytree(curated.root, root, ignore=shutil.ignore_patterns("_staging"))
-    log = root / "prompt_pool" / "_delta_log"
-    before = {p.name: p.read_bytes() for p in log.iterdir()}
-    writes = [f"COPY (SELECT 1 AS x) TO '{log / '00000000000000000000.json'}' (FORMAT csv)",
-              f"ATTACH '{root / 'prompt_pool'}' AS pool (TYPE delta)",
-              "SELECT * FROM read_csv('/etc/passwd')", "SET enable_external_access = true",
-              "INSTALL delta"]
-    for statement in writes:
-        out = prism("sql", statement, root=str(root))
-        assert out.returncode == 2 and "error:" in out.stderr, statement
-    assert {p.name: p.read_bytes() for p in log.iterdir()} == before
-    for commit in (root / "quarantine" / "_delta_log").glob("*.json"):
-        commit.write_text("not a delta commit")
-    out = prism("sql", "SELECT count(*) AS n FROM prompt_pool", "--format", "csv", root=str(root))
-    assert out.returncode == 0 and int(out.stdout.splitlines()[1]) > 0
-    assert "quarantine is unreadable" in out.stderr
-
-
 def test_tables_lists_versions_rows_and_partitions(materialized):
     lakehouse, _ = materialized
     out = prism("tables", root=lakehouse.root)

@@ -97,7 +97,7 @@ def test_bucket_labels_cover_every_skill_bucket_and_record_the_prior(curated):
 
 def test_tables_are_readable_with_plain_duckdb_delta_scan(curated):
     lakehouse = curated
-    con = duck.connect(read_only=False)  # no views, the delta extension loaded: the documented plain-DuckDB path
+    con = duck.connect()  # no views: the documented plain-DuckDB path
     [(n,)] = con.execute(f"SELECT count(*) FROM delta_scan('{lakehouse.uri('bucket_labels')}')").fetchall()
     [(m,)] = con.execute(f"SELECT count(*) FROM delta_scan('{lakehouse.uri('prompt_pool')}')").fetchall()
     assert n == m > 2000
