@@ -28,8 +28,10 @@ def _lakehouse(args: argparse.Namespace) -> Lakehouse:
 def cmd_sql(args: argparse.Namespace) -> int:
     lakehouse = _lakehouse(args)
     with duck.connect(lakehouse) as con:
+        for table, error in duck.unreadable_tables(con).items():
+            print(f"warning: table {table} is unreadable ({error}); queries on the other tables work", file=sys.stderr)
         try:
-            result = con.execute(args.query)
+            result = duck.execute_read_only(con, args.query)
         except Exception as err:  # noqa: BLE001 - shown to the user as a clear message
             tables = ", ".join(lakehouse.tables()) or "none yet (run `make demo`)"
             print(f"error: {err}\ntables: {tables}", file=sys.stderr)
@@ -192,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prism", description="Query and inspect the Prism lakehouse.")
     parser.add_argument("--lakehouse", help="lakehouse root (default: PRISM_LAKEHOUSE_URI or ./lakehouse)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sql = sub.add_parser("sql", help="run DuckDB SQL; every table is a view named after its asset")
+    sql = sub.add_parser("sql", help="run read-only DuckDB SQL; every table is a view named after its asset")
     sql.add_argument("query")
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sql.add_argument("--max-width", type=int, default=60, help="truncate cells wider than this (table format)")
@@ -254,7 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except settings.SettingsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 def run() -> None:

@@ -37,6 +37,9 @@ PROMPT_POOL = pa.schema([
     ("num_user_turns", pa.int32()),
     ("harmony_roundtrip_ok", pa.bool_()),
     ("licence", pa.string()),
+    # The normalization run that wrote the row. A source's pool and quarantine rows share it; two ids mean a run
+    # died between the pool and quarantine commits (the reconciliation check fails until the source is re-run).
+    ("normalization_id", pa.string()),
 ])
 
 QUARANTINE = pa.schema([
@@ -48,6 +51,7 @@ QUARANTINE = pa.schema([
     ("reason_code", pa.string()),  # one of REASON_CODES
     ("reason", pa.string()),  # human-readable, says what to fix
     ("raw_text", pa.string()),
+    ("normalization_id", pa.string()),  # as in prompt_pool
 ])
 
 REASON_CODES = (

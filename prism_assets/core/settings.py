@@ -19,6 +19,10 @@ def lakehouse_root() -> str:
     return root if "://" in root else str(Path(root).resolve())
 
 
+class SettingsError(ValueError):
+    """An environment setting that cannot be used; the message says which and how to fix it."""
+
+
 def storage_options() -> dict[str, str]:
     """deltalake storage options for object stores, as JSON in PRISM_STORAGE_OPTIONS."""
     return parse_storage_options(os.environ.get("PRISM_STORAGE_OPTIONS", ""))
@@ -31,10 +35,10 @@ def parse_storage_options(raw: str) -> dict[str, str]:
     try:
         options = json.loads(raw)
     except json.JSONDecodeError as err:
-        raise ValueError("PRISM_STORAGE_OPTIONS must be a JSON object of deltalake storage options; it is not valid "
+        raise SettingsError("PRISM_STORAGE_OPTIONS must be a JSON object of deltalake storage options; it is not valid "
                          f"JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
     if not isinstance(options, dict):
-        raise ValueError("PRISM_STORAGE_OPTIONS must be a JSON object of deltalake storage options, "
+        raise SettingsError("PRISM_STORAGE_OPTIONS must be a JSON object of deltalake storage options, "
                          f"got a JSON {type(options).__name__}")
     return {str(k): str(v) for k, v in options.items()}
 

@@ -7,8 +7,7 @@ last committed version, and re-writing a partition replaces exactly that partiti
 from __future__ import annotations
 
 import itertools
-import random
-import time
+import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-from deltalake import DeltaTable, WriterProperties, write_deltalake
+from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 BatchSource = Callable[[], Iterable[pa.RecordBatch]]
@@ -24,6 +23,24 @@ BatchSource = Callable[[], Iterable[pa.RecordBatch]]
 # zstd instead of deltalake's default snappy: a third smaller on the list-heavy logit shards, at no cost
 # to readers (every Parquet reader, DuckDB included, decodes it).
 WRITER_PROPERTIES = WriterProperties(compression="ZSTD", compression_level=3)
+# Commit retries after a concurrent writer's commit: each retry re-checks conflicts against the new versions,
+# so a backfill of many partitions at once lands every partition.
+COMMIT_RETRIES = 100
+WRITE_TOKEN = "prismWriteToken"  # commit-info key naming the write, to find its commit among concurrent ones
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One Delta commit: its version, the rows it added (from the log, not from the producer) and the
+    commit retries it needed."""
+
+    version: int
+    rows: int
+    retries: int = 0
+
+
+class PartitionConflict(RuntimeError):
+    """Two runs replaced the same partition at once; the later commit is refused."""
 
 
 @dataclass(frozen=True)
@@ -55,37 +72,56 @@ class Lakehouse:
         batches: BatchSource,
         partition_column: str | tuple[str, ...],
         partition_key: str | int | tuple[str | int, ...],
-        attempts: int = 5,
-    ) -> int:
-        """Atomically replace one partition with the batches; returns the new Delta version.
+    ) -> Commit:
+        """Atomically replace one partition with the batches; returns the commit (version, rows written).
 
-        A partition is one value of one column, or one value per column of a tuple of columns.
-        `batches` is a factory, so a commit that loses a race with a concurrent writer of another
-        partition (optimistic concurrency) can be retried with a fresh stream.
+        A partition is one value of one column, or one value per column of a tuple of columns. The work runs
+        once: a commit that loses a race with a concurrent writer of another partition is retried by deltalake
+        on top of the newer version (the data files are already written), so producers never run twice and
+        their counters never double-count. Two writers of the same partition conflict, and the later one fails.
         """
         columns = (partition_column,) if isinstance(partition_column, str) else tuple(partition_column)
         keys = (partition_key,) if len(columns) == 1 and not isinstance(partition_key, tuple) else partition_key
         predicate = " AND ".join(f"{column} = {_sql_literal(key)}" for column, key in zip(columns, keys, strict=True))
         self._create_if_absent(table, schema, columns)
-        for attempt in range(1, attempts + 1):
-            reader = pa.RecordBatchReader.from_batches(schema, _conform(schema, _started(batches())))
-            try:
-                write_deltalake(
-                    self.uri(table),
-                    reader,
-                    partition_by=list(columns),
-                    mode="overwrite",
-                    predicate=predicate,
-                    storage_options=self.storage_options,
-                    schema_mode="merge",
-                    writer_properties=WRITER_PROPERTIES,
-                )
-                return self.table(table).version()
-            except (CommitFailedError, DeltaError) as err:
-                if attempt == attempts or not _is_retryable(err):
-                    raise
-                time.sleep(0.2 * attempt + random.random() * 0.3)
-        raise AssertionError("unreachable")
+        self._add_missing_columns(table, schema)
+        token = uuid.uuid4().hex
+        reader = pa.RecordBatchReader.from_batches(schema, _conform(schema, _started(batches())))
+        try:
+            write_deltalake(
+                self.uri(table),
+                reader,
+                partition_by=list(columns),
+                mode="overwrite",
+                predicate=predicate,
+                storage_options=self.storage_options,
+                writer_properties=WRITER_PROPERTIES,
+                commit_properties=CommitProperties(max_commit_retries=COMMIT_RETRIES,
+                                                   custom_metadata={WRITE_TOKEN: token}),
+            )
+        except (CommitFailedError, DeltaError) as err:
+            if not _is_conflict(err):
+                raise
+            raise PartitionConflict(
+                f"another run replaced {table} partition {predicate} while this one was writing "
+                f"({type(err).__name__}: {err}); nothing of this run was committed. Re-run this partition once the "
+                "other run has finished (a Dagster concurrency pool per asset keeps them apart)."
+            ) from err
+        return self._commit(table, token)
+
+    def _commit(self, table: str, token: str) -> Commit:
+        """The commit carrying `token`, read from the Delta log itself: newer commits by other writers may follow
+        it, and deltalake's history() can number entries wrongly while other writers are committing."""
+        filesystem, log = self.filesystem(table, "_delta_log")
+        newest = self.table(table).version()
+        for version in range(newest, -1, -1):
+            with filesystem.open_input_stream(f"{log}/{version:020d}.json") as commit_file:
+                actions = [json.loads(line) for line in commit_file.read().decode().splitlines() if line.strip()]
+            info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+            if info.get(WRITE_TOKEN) == token:
+                metrics = info.get("operationMetrics") or {}
+                return Commit(version, int(metrics.get("num_added_rows", 0)), int(metrics.get("num_retries", 0)))
+        raise AssertionError(f"the commit of write {token} is missing from {self.uri(table)}'s log")
 
     def _create_if_absent(self, table: str, schema: pa.Schema, columns: tuple[str, ...]) -> None:
         """Create the empty table (version 0) so that every write is a partition overwrite with a predicate: a
@@ -98,6 +134,22 @@ class Lakehouse:
                               storage_options=self.storage_options)
         except (CommitFailedError, DeltaError):
             if not self.exists(table):
+                raise
+
+    def _add_missing_columns(self, table: str, schema: pa.Schema) -> None:
+        """Add the contract's new columns to an older table in a commit of their own. Writes then carry no
+        metadata change, which would conflict with every concurrent commit and could not be retried."""
+        from deltalake.schema import Schema
+
+        delta = self.table(table)
+        present = set(delta.schema().to_arrow().names)
+        missing = [field for field in schema if field.name not in present]
+        if not missing:
+            return
+        try:
+            delta.alter.add_columns(list(Schema.from_arrow(pa.schema(missing)).fields))
+        except (CommitFailedError, DeltaError):  # a concurrent writer added them first
+            if set(self.table(table).schema().to_arrow().names) < present | {f.name for f in missing}:
                 raise
 
     def read_partition(self, table: str, partition_column: str, partition_key: str,
@@ -120,11 +172,14 @@ class Lakehouse:
             return delta.to_pyarrow_dataset().count_rows()
         return int(pc.sum(records).as_py() or 0)
 
-    def append(self, table: str, schema: pa.Schema, rows: pa.Table, partition_by: list[str]) -> int:
-        """Append rows in one commit (for logs such as run records); returns the new Delta version."""
+    def append(self, table: str, schema: pa.Schema, rows: pa.Table, partition_by: list[str]) -> Commit:
+        """Append rows in one commit (for logs such as run records); appends never conflict with each other."""
+        token = uuid.uuid4().hex
         write_deltalake(self.uri(table), rows.select(schema.names).cast(schema), partition_by=partition_by,
-                        mode="append", storage_options=self.storage_options, writer_properties=WRITER_PROPERTIES)
-        return self.table(table).version()
+                        mode="append", storage_options=self.storage_options, writer_properties=WRITER_PROPERTIES,
+                        commit_properties=CommitProperties(max_commit_retries=COMMIT_RETRIES,
+                                                           custom_metadata={WRITE_TOKEN: token}))
+        return self._commit(table, token)
 
     def filesystem(self, *parts: str):
         """(pyarrow filesystem, path) of a folder under the root, for files that are not Delta tables
@@ -186,7 +241,7 @@ def _sql_literal(value: str | int) -> str:
     return str(value) if isinstance(value, int) else "'" + value.replace("'", "''") + "'"
 
 
-def _is_retryable(err: Exception) -> bool:
+def _is_conflict(err: Exception) -> bool:
     text = str(err).lower()
     return isinstance(err, CommitFailedError) or "conflict" in text or ("version" in text and "exists" in text)
 

@@ -9,7 +9,7 @@ import dagster as dg
 import pyarrow as pa
 
 from prism_assets.core.contracts import CONTRACTS
-from prism_assets.core.storage import Lakehouse
+from prism_assets.core.storage import Commit, Lakehouse
 from prism_assets.defs.partitions import partition_filter
 
 OWNERS = ["team:prism"]
@@ -62,19 +62,20 @@ def value(v: object) -> dg.MetadataValue | object:
 def table_metadata(
     lakehouse: Lakehouse,
     table: str,
-    version: int,
-    partition_rows: int,
+    commit: Commit,
     partition: list[tuple[str, str | int]] | None = None,
     **extra,
 ) -> dict:
-    """Materialization metadata of one written partition (or, without `partition`, of the whole table)."""
+    """Materialization metadata of one written partition (or, without `partition`, of the whole table); the
+    partition's rows are the ones its Delta commit added, so they are right whatever the producer counted."""
     where = " AND ".join(f"{column} = {value_sql(key)}" for column, key in partition or [])
     scan = f"delta_scan('{lakehouse.uri(table)}')"
     return {
         "dagster/uri": dg.MetadataValue.path(lakehouse.uri(table)),
         "dagster/row_count": dg.MetadataValue.int(lakehouse.row_count(table)),
-        **({"dagster/partition_row_count": dg.MetadataValue.int(partition_rows)} if partition else {}),
-        "delta_version": dg.MetadataValue.int(version),
+        **({"dagster/partition_row_count": dg.MetadataValue.int(commit.rows)} if partition else {}),
+        "delta_version": dg.MetadataValue.int(commit.version),
+        **({"delta_commit_retries": dg.MetadataValue.int(commit.retries)} if commit.retries else {}),
         "duckdb_query": dg.MetadataValue.md(
             f"```sql\nSELECT * FROM {scan}{f' WHERE {where}' if where else ''} LIMIT 10;\n```\n"
             f'or `prism sql "SELECT * FROM {table}{f" WHERE {where}" if where else ""} LIMIT 10"`'
@@ -83,9 +84,9 @@ def table_metadata(
     }
 
 
-def partition_metadata(lakehouse: Lakehouse, partition_key: str, table: str, rows: int, version: int, **extra) -> dict:
+def partition_metadata(lakehouse: Lakehouse, partition_key: str, table: str, commit: Commit, **extra) -> dict:
     """Materialization metadata of the partition `partition_key` of `table`."""
-    return table_metadata(lakehouse, table, version, rows, partition_filter(table, partition_key), **extra)
+    return table_metadata(lakehouse, table, commit, partition_filter(table, partition_key), **extra)
 
 
 def value_sql(key: str | int) -> str:

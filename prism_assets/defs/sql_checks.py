@@ -108,7 +108,7 @@ def run_sql_check(check: SqlCheck, lakehouse: Lakehouse, partition: str | None =
     """Run one check with DuckDB, on one partition unless the check's scope is the table."""
     only = None if check.whole_table or partition is None else partition_filter(check.asset, partition)
     with duck.connect(lakehouse, only=only) as con:
-        result = con.execute(check.sql)
+        result = duck.execute_read_only(con, check.sql)
         columns = [d[0] for d in result.description]
         rows = result.fetchall()
     if "violation" in columns:

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prism_assets.core.contracts import DISTILL_RUNS
-from prism_assets.core.storage import Lakehouse
+from prism_assets.core.storage import Commit, Lakehouse
 from prism_assets.distill import student as students
 from prism_assets.distill.loader import PROFILES, ManifestDataset
 from prism_assets.distill.train import CurvePoint, DistillConfig, held_out, online_logits, train
@@ -69,7 +69,7 @@ def run(store: Lakehouse, config: DistillConfig, phase: str = "P1", round_: int 
 
 
 def record(store: Lakehouse, run_id: str, config: DistillConfig, inputs: dict, curve: list[CurvePoint],
-           bytes_per_token: float | None) -> int:
+           bytes_per_token: float | None) -> Commit:
     """Append a run's curve to `distill_runs` in one commit (a re-run with the same id adds its own rows)."""
     created = dt.datetime.now(dt.UTC)
     config_json = json.dumps({**asdict(config), **inputs}, sort_keys=True, default=str)

@@ -8,23 +8,20 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from prism_assets.core.contracts import BUCKET_LABELS
-from prism_assets.core.storage import Lakehouse
+from prism_assets.core.storage import Commit, Lakehouse
 from prism_assets.curation.buckets import classifier
 from prism_assets.curation.ingest.registry import Source
 
 POOL_COLUMNS = ["id", "source_dataset", "messages", "num_user_turns", "prompt_tokens_est"]
 
 
-def build_labels(store: Lakehouse, source: Source) -> tuple[int, Counter, int]:
-    """Write the bucket_labels partition of one source; returns (Delta version, skill×ctx cells, relabelled)."""
+def build_labels(store: Lakehouse, source: Source) -> tuple[Commit, Counter, int]:
+    """Write the bucket_labels partition of one source; returns (its commit, skill×ctx cells, relabelled)."""
     cells: Counter = Counter()
     changed = 0
 
     def batches() -> Iterator[pa.Table]:
-        nonlocal changed
         pool = store.read_partition("prompt_pool", "source_dataset", source.name, columns=POOL_COLUMNS)
-        cells.clear()
-        changed = 0
         return map(label_batch, pool)
 
     def label_batch(batch: pa.RecordBatch) -> pa.Table:
@@ -35,5 +32,5 @@ def build_labels(store: Lakehouse, source: Source) -> tuple[int, Counter, int]:
         changed += sum(s != source.default_skill_bucket for s in skills)
         return labels
 
-    version = store.replace_partition("bucket_labels", BUCKET_LABELS, batches, "source_dataset", source.name)
-    return version, cells, changed
+    commit = store.replace_partition("bucket_labels", BUCKET_LABELS, batches, "source_dataset", source.name)
+    return commit, cells, changed

@@ -20,7 +20,7 @@ def export(lakehouse: Lakehouse, phase: str, round_: int, output: str, file_form
     file_format = file_format or ("parquet" if Path(output).suffix == ".parquet" else "jsonl")
     options = "FORMAT parquet, COMPRESSION zstd" if file_format == "parquet" else "FORMAT json"
     target = output.replace("'", "''")
-    with duck.connect(lakehouse) as con:
+    with duck.connect(lakehouse, read_only=False) as con:  # COPY writes the export file
         query = f"""
             SELECT m.stream_order, m.prompt_id, m.phase, m.round, m.epoch, m.cell, m.skill_bucket, m.ctx_bucket,
                    m.cluster_id, m.sampling_weight, m.utility_score, m.difficulty_proxy, m.expected_tokens,

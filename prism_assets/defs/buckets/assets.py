@@ -24,14 +24,13 @@ def build(parts: Partitions) -> list:
     def bucket_labels(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> dg.MaterializeResult:
         source = parts.sources[context.partition_key]
         store = lakehouse.get()
-        version, cells, changed = build_labels(store, source)
-        rows = sum(cells.values())
+        commit, cells, changed = build_labels(store, source)
+        rows = commit.rows
         return dg.MaterializeResult(
             metadata=table_metadata(
                 store,
                 "bucket_labels",
-                version,
-                rows,
+                commit,
                 [("source_dataset", source.name)],
                 bucket_grid=dg.MetadataValue.md(grid_markdown(cells)),
                 default_bucket=source.default_skill_bucket,

@@ -26,27 +26,23 @@ def build(parts: Partitions) -> list:
     def raw_prompts(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> dg.MaterializeResult:
         source = parts.sources[context.partition_key]
         store = lakehouse.get()
-        counts = {"rows": 0, "read_errors": 0}
+        counts = {"read_errors": 0}
         stats = ReadStats()
 
         def batches() -> Iterator[pa.RecordBatch]:
-            counts.update(rows=0, read_errors=0)
-            stats.blank_lines = 0
             for batch in raw_batches(source, context.log.info, stats=stats):
-                counts["rows"] += batch.num_rows
                 counts["read_errors"] += batch.num_rows - batch.column("read_error").null_count
                 yield batch
 
         try:
-            version = store.replace_partition("raw_prompts", RAW_PROMPTS, batches, "source_dataset", source.name)
+            commit = store.replace_partition("raw_prompts", RAW_PROMPTS, batches, "source_dataset", source.name)
         except SourceUnavailable as err:
             raise dg.Failure(description=str(err)) from err
         return dg.MaterializeResult(
             metadata=table_metadata(
                 store,
                 "raw_prompts",
-                version,
-                counts["rows"],
+                commit,
                 [("source_dataset", source.name)],
                 source_uri=source.uri,
                 unreadable_rows=counts["read_errors"],

@@ -64,12 +64,12 @@ def build(parts: Partitions) -> list:
             metadata=table_metadata(
                 store,
                 "prompt_pool",
-                stats["pool_version"],
-                stats["pool"],
+                stats["pool_commit"],
                 partition,
                 raw_rows=stats["raw"],
                 quarantined_rows=quarantined,
                 harmony_roundtrip_failures=stats["roundtrip_failures"],
+                normalization_id=stats["normalization_id"],
             ),
         )
         yield dg.MaterializeResult(
@@ -77,8 +77,7 @@ def build(parts: Partitions) -> list:
             metadata=table_metadata(
                 store,
                 "quarantine",
-                stats["quarantine_version"],
-                quarantined,
+                stats["quarantine_commit"],
                 partition,
                 reasons=dg.MetadataValue.md(counts_markdown(stats["quarantine"], "reason")),
             ),

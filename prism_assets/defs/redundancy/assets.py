@@ -80,21 +80,19 @@ def build(parts: Partitions) -> list:
         done = {"rows": 0}
 
         def batches() -> Iterator[pa.Table]:
-            done["rows"] = 0
             for texts in pool_texts(store, source):
                 table = embedding_table(texts, source, embedder)
                 done["rows"] += table.num_rows
                 context.log.info(f"{source}: embedded {done['rows']:,} prompts with {embedder.version}")
                 yield table
 
-        version = store.replace_partition("prompt_embeddings", PROMPT_EMBEDDINGS, batches, "source_dataset", source)
+        commit = store.replace_partition("prompt_embeddings", PROMPT_EMBEDDINGS, batches, "source_dataset", source)
         return dg.MaterializeResult(
             metadata=partition_metadata(
                 store,
                 context.partition_key,
                 "prompt_embeddings",
-                done["rows"],
-                version,
+                commit,
                 embedder_version=embedder.version,
                 dim=embedder.dim,
             )
@@ -114,16 +112,15 @@ def build(parts: Partitions) -> list:
         done = {"rows": 0}
 
         def batches() -> Iterator[pa.Table]:
-            done["rows"] = 0
             for texts in pool_texts(store, source):
                 table = dedup.signature_table(texts, source)
                 done["rows"] += table.num_rows
                 context.log.info(f"{source}: signed {done['rows']:,} prompts")
                 yield table
 
-        version = store.replace_partition("prompt_minhashes", PROMPT_MINHASHES, batches, "source_dataset", source)
+        commit = store.replace_partition("prompt_minhashes", PROMPT_MINHASHES, batches, "source_dataset", source)
         return dg.MaterializeResult(
-            metadata=partition_metadata(store, context.partition_key, "prompt_minhashes", done["rows"], version)
+            metadata=partition_metadata(store, context.partition_key, "prompt_minhashes", commit)
         )
 
     @dg.asset(
@@ -141,7 +138,7 @@ def build(parts: Partitions) -> list:
         store = lakehouse.get()
         everything = store.read_table("prompt_minhashes")
         table = dedup.duplicate_table(everything, context.partition_key, config.jaccard_threshold)
-        version = store.replace_partition(
+        commit = store.replace_partition(
             "near_duplicates", NEAR_DUPLICATES, lambda: [table], "source_dataset", context.partition_key
         )
         matches = Counter(table.column("match_type").to_pylist())
@@ -152,8 +149,7 @@ def build(parts: Partitions) -> list:
                 store,
                 context.partition_key,
                 "near_duplicates",
-                table.num_rows,
-                version,
+                commit,
                 compared_against=everything.num_rows,
                 duplicate_rate=duplicates / table.num_rows if table.num_rows else 0.0,
                 cross_source_matches=cross_source,
@@ -184,15 +180,14 @@ def build(parts: Partitions) -> list:
         table, histogram, summary = clustering.cluster_skill(
             rows, skill, config.seed, config.semantic_duplicate_cosine, context.log.info
         )
-        version = store.replace_partition("prompt_clusters", PROMPT_CLUSTERS, lambda: [table], "skill_bucket", skill)
+        commit = store.replace_partition("prompt_clusters", PROMPT_CLUSTERS, lambda: [table], "skill_bucket", skill)
         versions = sorted(set(rows.column("embedder_version").to_pylist()))
         return dg.MaterializeResult(
             metadata=partition_metadata(
                 store,
                 context.partition_key,
                 "prompt_clusters",
-                table.num_rows,
-                version,
+                commit,
                 embedder_version=", ".join(versions) or "none",
                 clusters=dg.MetadataValue.md(
                     markdown_table(["ctx", "prompts", "clusters", "semantic duplicates"], summary)
@@ -221,15 +216,14 @@ def build(parts: Partitions) -> list:
         table = clustering.caps_table(
             clusters, config.max_per_cluster_per_epoch, config.rare_cluster_max_size, config.tail_reserve_share
         )
-        version = store.replace_partition("diversity_caps", DIVERSITY_CAPS, lambda: [table], "skill_bucket", skill)
+        commit = store.replace_partition("diversity_caps", DIVERSITY_CAPS, lambda: [table], "skill_bucket", skill)
         rare = table.column("is_rare_cluster")
         return dg.MaterializeResult(
             metadata=partition_metadata(
                 store,
                 context.partition_key,
                 "diversity_caps",
-                table.num_rows,
-                version,
+                commit,
                 eligible_per_epoch=int(pc.sum(table.column("within_cap")).as_py() or 0),
                 rare_tail_prompts=int(pc.sum(rare).as_py() or 0),
                 rare_tail_share=float(pc.mean(rare).as_py() or 0.0) if table.num_rows else 0.0,

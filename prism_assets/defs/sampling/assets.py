@@ -88,11 +88,11 @@ def build(parts: Partitions) -> list:
         )
         where = ("phase", "round"), (phase, round_)
         where_pairs = [("phase", phase), ("round", round_)]
-        manifest_version = store.replace_partition(
+        manifest_commit = store.replace_partition(
             "sampling_manifest", SAMPLING_MANIFEST, lambda: [built.manifest], *where
         )
-        quotas_version = store.replace_partition("manifest_quotas", MANIFEST_QUOTAS, lambda: [built.quotas], *where)
-        runs_version = store.append(
+        quotas_commit = store.replace_partition("manifest_quotas", MANIFEST_QUOTAS, lambda: [built.quotas], *where)
+        runs_commit = store.append(
             "manifest_runs", MANIFEST_RUNS, pa.Table.from_pylist([built.record], MANIFEST_RUNS), ["phase", "round"]
         )
         quotas = built.quotas
@@ -104,8 +104,7 @@ def build(parts: Partitions) -> list:
             metadata=table_metadata(
                 store,
                 "sampling_manifest",
-                manifest_version,
-                built.manifest.num_rows,
+                manifest_commit,
                 where_pairs,
                 run_id=built.record["run_id"],
                 tokens=built.record["tokens"],
@@ -124,8 +123,7 @@ def build(parts: Partitions) -> list:
             metadata=table_metadata(
                 store,
                 "manifest_quotas",
-                quotas_version,
-                quotas.num_rows,
+                quotas_commit,
                 where_pairs,
                 cells_short=int(pc.sum(pc.greater(quotas.column("shortfall_tokens"), 0)).as_py() or 0),
             ),
@@ -133,7 +131,7 @@ def build(parts: Partitions) -> list:
         yield dg.MaterializeResult(
             asset_key="manifest_runs",
             metadata=table_metadata(
-                store, "manifest_runs", runs_version, 1, where_pairs, run_id=built.record["run_id"]
+                store, "manifest_runs", runs_commit, where_pairs, run_id=built.record["run_id"]
             ),
         )
 

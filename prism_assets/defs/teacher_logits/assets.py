@@ -103,8 +103,7 @@ def build(parts: Partitions) -> list:
             metadata=table_metadata(
                 store,
                 "teacher_logit_shards",
-                stats.version,
-                stats.prompts,
+                stats.commit,
                 [("shard", spec.shard)],
                 tokens=stats.tokens,
                 resumed_from_staging=stats.resumed,
@@ -143,7 +142,7 @@ def build(parts: Partitions) -> list:
             table = fidelity.fidelity_table(store, shard, teacher.get(), config.sample_responses)
         except ValueError as err:  # captured by another teacher than the resource's: say which to configure
             raise dg.Failure(description=str(err)) from err
-        version = store.replace_partition("logit_fidelity", LOGIT_FIDELITY, lambda: [table], "shard", shard)
+        commit = store.replace_partition("logit_fidelity", LOGIT_FIDELITY, lambda: [table], "shard", shard)
         records = table.to_pylist()
         summary = [
             [
@@ -160,8 +159,7 @@ def build(parts: Partitions) -> list:
             metadata=table_metadata(
                 store,
                 "logit_fidelity",
-                version,
-                table.num_rows,
+                commit,
                 [("shard", shard)],
                 bytes_per_token=records[0]["bytes_per_token"] if records else 0.0,
                 kl_mean=float(pc.mean(table.column("kl_mean")).as_py() or 0.0),
@@ -220,7 +218,6 @@ def build(parts: Partitions) -> list:
 
         def encoded():
             nonlocal tokens, payload
-            tokens = payload = 0
             batches = store.read_partition("teacher_logit_shards", "shard", shard, list(compact.CARD_COLUMNS), 256)
             for batch in batches:
                 table = compact.encode_table(pa.Table.from_batches([batch]), settings)
@@ -231,16 +228,14 @@ def build(parts: Partitions) -> list:
                 yield from table.to_batches()
 
         try:
-            version = store.replace_partition("compact_logit_shards", COMPACT_LOGITS, encoded, "shard", shard)
+            commit = store.replace_partition("compact_logit_shards", COMPACT_LOGITS, encoded, "shard", shard)
         except ValueError as err:  # e.g. max_nucleus outside a byte
             raise dg.Failure(description=str(err)) from err
-        rows = store.read_table("compact_logit_shards", ["prompt_id"], pc.field("shard") == shard).num_rows
         return dg.MaterializeResult(
             metadata=table_metadata(
                 store,
                 "compact_logit_shards",
-                version,
-                rows,
+                commit,
                 [("shard", shard)],
                 tokens=tokens,
                 payload_bytes_per_token=payload / tokens if tokens else 0.0,

@@ -51,14 +51,13 @@ def build(parts: Partitions) -> list:
                 context.log.warning(
                     f"no source of the registry has a `reference:` for the {suite} suite; it stays empty"
                 )
-        version = store.replace_partition("validation_sets", VALIDATION_SETS, lambda: [table], "suite", suite)
+        commit = store.replace_partition("validation_sets", VALIDATION_SETS, lambda: [table], "suite", suite)
         cells = Counter(zip(table.column("skill_bucket").to_pylist(), table.column("ctx_bucket").to_pylist()))
         return dg.MaterializeResult(
             metadata=table_metadata(
                 store,
                 "validation_sets",
-                version,
-                table.num_rows,
+                commit,
                 [("suite", suite)],
                 **extra,
                 grid=dg.MetadataValue.md(grid_markdown(cells)),

@@ -100,7 +100,7 @@ def build(parts: Partitions) -> list:
             teacher.get() if config.teacher_stats else None,
             context.log.info,
         )
-        version = store.replace_partition(
+        commit = store.replace_partition(
             "prompt_features", PROMPT_FEATURES, lambda: [table], "source_dataset", context.partition_key
         )
         entropy = pc.mean(table.column("teacher_entropy_mean")).as_py()
@@ -108,8 +108,7 @@ def build(parts: Partitions) -> list:
             metadata=table_metadata(
                 store,
                 "prompt_features",
-                version,
-                table.num_rows,
+                commit,
                 [("source_dataset", context.partition_key)],
                 teacher_entropy_mean=float(entropy) if entropy is not None else float("nan"),
                 feature_version=rounds.feature_version(feature_config),
@@ -154,7 +153,7 @@ def build(parts: Partitions) -> list:
                 raise dg.Failure(description=str(err)) from err
         else:
             context.log.info("round 0 is the warm-up: uniform within quotas, no learning-progress labels (spec §9.2)")
-        version = store.replace_partition("lp_labels", LP_LABELS, lambda: [table], "round", round_)
+        commit = store.replace_partition("lp_labels", LP_LABELS, lambda: [table], "round", round_)
         values = table.column("lp_value").to_numpy()
         seconds = table.column("seconds").to_numpy()
         by_bucket = [
@@ -164,8 +163,7 @@ def build(parts: Partitions) -> list:
             metadata=table_metadata(
                 store,
                 "lp_labels",
-                version,
-                table.num_rows,
+                commit,
                 [("round", round_)],
                 labels=table.num_rows,
                 positive_share=float((values > 0).mean()) if len(values) else 0.0,
@@ -199,7 +197,7 @@ def build(parts: Partitions) -> list:
                 )
             except rounds.MissingInput as err:
                 raise dg.Failure(description=str(err)) from err
-        version = store.replace_partition("scorer_weights", SCORER_WEIGHTS, lambda: [table], "round", round_)
+        commit = store.replace_partition("scorer_weights", SCORER_WEIGHTS, lambda: [table], "round", round_)
         rows = [
             [r["skill_bucket"], r["training_rows"], f"{r['heldout_spearman']:.3f}", r["fallback_all_buckets"]]
             for r in table.select(
@@ -211,8 +209,7 @@ def build(parts: Partitions) -> list:
             metadata=table_metadata(
                 store,
                 "scorer_weights",
-                version,
-                table.num_rows,
+                commit,
                 [("round", round_)],
                 mean_heldout_spearman=float(np.nanmean(spearman))
                 if len(spearman) and not np.isnan(spearman).all()
@@ -247,15 +244,14 @@ def build(parts: Partitions) -> list:
             table = rounds.utility_table(store, round_)
         except rounds.MissingInput as err:
             raise dg.Failure(description=str(err)) from err
-        version = store.replace_partition("prompt_utility", PROMPT_UTILITY, lambda: [table], "round", round_)
+        commit = store.replace_partition("prompt_utility", PROMPT_UTILITY, lambda: [table], "round", round_)
         skills = rounds.candidate_pool(store).select(["id", "skill_bucket"])
         shown = table.join(skills, "id")
         return dg.MaterializeResult(
             metadata=table_metadata(
                 store,
                 "prompt_utility",
-                version,
-                table.num_rows,
+                commit,
                 [("round", round_)],
                 scorer_version=table.column("scorer_version")[0].as_py() if table.num_rows else "none",
                 utility_histogram=dg.MetadataValue.md(utility_histogram(shown, f"round {round_}: utility per bucket")),

@@ -30,7 +30,7 @@ from pyarrow import fs
 
 from prism_assets.core.contracts import TEACHER_LOGITS
 from prism_assets.core.ids import seed_for, shard_of
-from prism_assets.core.storage import Lakehouse, write_atomically
+from prism_assets.core.storage import Commit, Lakehouse, write_atomically
 from prism_assets.teacher import backends as teachers
 from prism_assets.teacher.logits import capture as logit_capture
 
@@ -66,7 +66,7 @@ class ShardStats:
     forward_s: float = 0.0
     capture_s: float = 0.0
     finish: dict = field(default_factory=dict)
-    version: int | None = None
+    commit: Commit | None = None
 
 
 def select_prompts(store: Lakehouse, spec: ShardSpec) -> list[str]:
@@ -225,7 +225,7 @@ def _build_claimed(store: Lakehouse, spec: ShardSpec, load_teacher: Callable[[],
             table = pq.read_table(path, filesystem=filesystem)
             yield table.filter(pc.is_in(table.column("prompt_id"), pa.array(wanted, pa.string())))
 
-    stats.version = store.replace_partition(TABLE, TEACHER_LOGITS, staged_rows, "shard", spec.shard)
+    stats.commit = store.replace_partition(TABLE, TEACHER_LOGITS, staged_rows, "shard", spec.shard)
     _publish_jsonl(store, spec, filesystem, parts, set(wanted))
     filesystem.delete_dir(shard_folder)
     stats.prompts = len(wanted)
