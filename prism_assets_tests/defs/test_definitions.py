@@ -79,3 +79,20 @@ def test_every_launchpad_field_has_a_description():
 def test_sql_checks_ship_inside_the_package():
     files = check_files()
     assert len(files) >= 30 and all("prism_assets/defs" in str(path) for path in files)
+
+
+def test_every_asset_that_loads_a_teacher_is_in_the_teacher_pool_and_the_instance_limits_it():
+    """A backfill over many shards must not load one teacher per run on the same device."""
+    import yaml
+
+    definitions = build_definitions()
+    teacher_assets = {
+        key.to_user_string(): assets_def.op.pool
+        for assets_def in definitions.assets or []
+        if isinstance(assets_def, dg.AssetsDefinition) and "teacher" in assets_def.required_resource_keys
+        for key in assets_def.keys
+    }
+    assert set(teacher_assets) >= {"teacher_logit_shards", "logit_fidelity", "prompt_features", "lp_labels"}
+    assert set(teacher_assets.values()) == {"teacher"}
+    instance = yaml.safe_load((Path(__file__).parents[2] / "dagster.yaml").read_text())
+    assert instance["concurrency"]["pools"]["default_limit"] == 1

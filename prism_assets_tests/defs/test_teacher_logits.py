@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
+import logging
 import shutil
+import warnings
 
 import numpy as np
 import pyarrow.compute as pc
@@ -177,6 +180,28 @@ def test_generation_is_deterministic_per_prompt_whatever_the_batch(default_teach
     assert greedy[0] == reference[: len(greedy[0])]  # the decode loop agrees with transformers' generate
     [logits] = default_teacher.response_logits([colour], first[:1])
     assert logits.shape == (len(first[0]), default_teacher.vocab_size) and torch.isfinite(logits).all()
+
+
+def test_the_teacher_path_emits_no_deprecation_warning(default_teacher):
+    """transformers removes APIs on a schedule (the `past_key_values` argument in 5.40): nothing the teacher calls,
+    from loading to capture, may warn, whether through `warnings` or transformers' own logger."""
+    logged, handler = io.StringIO(), None
+    handler = logging.StreamHandler(logged)
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)
+            warnings.simplefilter("error", FutureWarning)
+            teacher = teachers.load_teacher()
+            prompts = [teacher.prompt_ids([{"role": "user", "content": text}]) for text in ("Hi!", "Name a sea.")]
+            for temperature in (1.0, 0.0):
+                params = teachers.GenerationParams(max_new_tokens=6, temperature=temperature)
+                responses = teacher.generate(prompts, ["a", "b"], params)
+            assert all(logits.shape[0] == len(r) for logits, r in zip(teacher.response_logits(prompts, responses),
+                                                                      responses, strict=True))
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert "deprecat" not in logged.getvalue().lower(), logged.getvalue()
 
 
 def test_harmony_and_think_spans():

@@ -42,7 +42,8 @@ class TransformersTeacher(ChatTeacher):
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[list[int]], keys: Sequence[str], params: GenerationParams) -> list[list[int]]:
-        """One response per prompt (left-padded batch, KV cache), cut after the first end-of-turn token.
+        """One response per prompt through `model.generate()` (left-padded batch, KV cache), cut after the first
+        end-of-turn token.
 
         Every prompt samples from its own generator, seeded by the run seed and its key (prompt id), so a
         response does not depend on which prompts share its batch: a resumed shard, or another batch
@@ -53,45 +54,20 @@ class TransformersTeacher(ChatTeacher):
         for row, ids in enumerate(prompts):
             input_ids[row, width - len(ids):] = torch.tensor(ids)
             attention[row, width - len(ids):] = 1
-        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        from transformers import GenerationConfig, LogitsProcessorList
+
         generators = [torch.Generator(device=self.device).manual_seed(seed_for(params.seed, [key])) for key in keys]
-        eos = torch.tensor(self.eos_ids, device=self.device)
-        out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True,
-                         logits_to_keep=1)
-        tokens, finished = [], torch.zeros(n, dtype=torch.bool, device=self.device)
-        for _ in range(params.max_new_tokens):
-            step = self._sample(out.logits[:, -1, :].float(), params, generators)
-            step = torch.where(finished, torch.full_like(step, self.pad_id), step)
-            tokens.append(step)
-            finished |= torch.isin(step, eos)
-            if finished.all():
-                break
-            attention = torch.cat([attention, torch.ones((n, 1), dtype=attention.dtype, device=self.device)], dim=1)
-            positions = positions[:, -1:] + 1
-            out = self.model(input_ids=step[:, None], attention_mask=attention, position_ids=positions,
-                             past_key_values=out.past_key_values, use_cache=True)
-        generated = torch.stack(tokens, dim=1).tolist() if tokens else [[] for _ in range(n)]
+        # Sampling happens in the row-seeded processor; generate() then only has to pick its one remaining token.
+        config = GenerationConfig(max_new_tokens=params.max_new_tokens, do_sample=False, eos_token_id=self.eos_ids,
+                                  pad_token_id=self.pad_id)
+        sequences = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                                        generation_config=config,
+                                        logits_processor=LogitsProcessorList([RowSeededSampler(params, generators)]))
         responses = []
-        for row in generated:
+        for row in sequences[:, width:].tolist():
             cut = next((i + 1 for i, t in enumerate(row) if t in self.eos_ids), len(row))
             responses.append(row[:cut])
         return responses
-
-    @staticmethod
-    def _sample(logits: torch.Tensor, params: GenerationParams, generators: list[torch.Generator]) -> torch.Tensor:
-        """Next token per row: greedy at temperature 0, else top-p filtered Gumbel-max with the row's generator."""
-        if params.temperature <= 0:
-            return logits.argmax(dim=-1)
-        logits = logits / params.temperature
-        if params.top_p < 1:
-            ordered, order = logits.sort(dim=-1, descending=True)
-            before = torch.softmax(ordered, dim=-1).cumsum(dim=-1) - torch.softmax(ordered, dim=-1)
-            drop = torch.zeros_like(logits, dtype=torch.bool).scatter(1, order, before >= params.top_p)
-            logits = logits.masked_fill(drop, float("-inf"))  # the top token always stays (nothing before it)
-        uniform = torch.stack([torch.rand(logits.shape[-1], generator=g, device=logits.device) for g in generators])
-        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-20, max=1 - 1e-7)))
-        return (logits + gumbel).argmax(dim=-1)
 
     @torch.inference_mode()
     def response_logits(self, prompts: Sequence[list[int]], responses: Sequence[list[int]]) -> Iterator[torch.Tensor]:
@@ -111,3 +87,31 @@ class TransformersTeacher(ChatTeacher):
         for row, (prompt, response) in enumerate(zip(prompts, responses)):
             start = len(prompt) - 1 - first  # logits at position t predict token t + 1
             yield logits[row, start: start + len(response)].float()
+
+
+class RowSeededSampler:
+    """A logits processor for generate(): the sampling step with one generator per row: temperature, top-p, then Gumbel-max with the row's
+    generator. It leaves only the drawn token (every other score is -inf), so greedy decoding takes it."""
+
+    def __init__(self, params: GenerationParams, generators: list[torch.Generator]):
+        self.params, self.generators = params, generators
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        chosen = self.draw(scores.float())
+        return torch.full_like(scores, float("-inf")).scatter_(1, chosen[:, None], 0.0)
+
+    def draw(self, logits: torch.Tensor) -> torch.Tensor:
+        """Next token per row: greedy at temperature 0, else top-p filtered Gumbel-max with the row's generator."""
+        params = self.params
+        if params.temperature <= 0:
+            return logits.argmax(dim=-1)
+        logits = logits / params.temperature
+        if params.top_p < 1:
+            ordered, order = logits.sort(dim=-1, descending=True)
+            before = torch.softmax(ordered, dim=-1).cumsum(dim=-1) - torch.softmax(ordered, dim=-1)
+            drop = torch.zeros_like(logits, dtype=torch.bool).scatter(1, order, before >= params.top_p)
+            logits = logits.masked_fill(drop, float("-inf"))  # the top token always stays (nothing before it)
+        uniform = torch.stack([torch.rand(logits.shape[-1], generator=g, device=logits.device)
+                               for g in self.generators])
+        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-20, max=1 - 1e-7)))
+        return (logits + gumbel).argmax(dim=-1)

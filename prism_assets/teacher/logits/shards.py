@@ -203,7 +203,10 @@ def _build_claimed(store: Lakehouse, spec: ShardSpec, load_teacher: Callable[[],
     stats.resumed = len(done)
     log(f"shard {spec.shard}: {len(wanted)} prompts, {len(done)} already staged, {len(pending)} to capture")
     if pending:
-        teacher = load_teacher()
+        loading = time.perf_counter()
+        teacher = load_teacher()  # cached per process: seconds only for the first shard a worker captures
+        log(f"shard {spec.shard}: teacher {getattr(teacher, 'teacher_id', '?')} ready in "
+            f"{time.perf_counter() - loading:.1f} s")
         pool = store.read_table("prompt_pool", ["id", "source_dataset", "messages"], pc.is_in(pc.field("id"),
                                                                                                pa.array(pending)))
         by_id = {row["id"]: row for row in pool.to_pylist()}
@@ -211,13 +214,15 @@ def _build_claimed(store: Lakehouse, spec: ShardSpec, load_teacher: Callable[[],
         if missing:
             raise LookupError(f"{len(missing)} prompts of shard {spec.shard} are not in prompt_pool any more "
                               f"(e.g. {missing[0]}): re-materialize the sampling manifest")
+        capturing = time.perf_counter()
         for start in range(0, len(pending), spec.generation.batch_size):
             batch = pending[start: start + spec.generation.batch_size]
             _capture_batch(spec, teacher, batch, by_id, filesystem, staging, stats)
             claim_shard(filesystem, shard_folder, claimant)  # heartbeat
-            log(f"shard {spec.shard}: {stats.resumed + start + len(batch)}/{len(wanted)} responses, "
+            captured, elapsed = start + len(batch), time.perf_counter() - capturing
+            log(f"shard {spec.shard}: {stats.resumed + captured}/{len(wanted)} responses, "
                 f"{stats.tokens:,} tokens (generate {stats.generate_s:.1f} s, forward {stats.forward_s:.1f} s, "
-                f"capture {stats.capture_s:.1f} s)")
+                f"capture {stats.capture_s:.1f} s), ETA {elapsed / captured * (len(pending) - captured):.0f} s")
     parts = _staged_parts(filesystem, staging)
 
     def staged_rows():
