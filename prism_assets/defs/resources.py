@@ -39,10 +39,10 @@ def lakehouse_from_env() -> LakehouseResource:
 
 
 @functools.lru_cache(maxsize=2)
-def _loaded_teacher(model: str | None, backend: str, revision: str | None):
+def _loaded_teacher(model: str | None, backend: str, revision: str | None, capture_with: str):
     from prism_assets.teacher.backends import load_teacher
 
-    return load_teacher(model, backend, revision)
+    return load_teacher(model, backend, revision, capture_with)
 
 
 class TeacherResource(dg.ConfigurableResource):
@@ -57,9 +57,15 @@ class TeacherResource(dg.ConfigurableResource):
         description="'transformers' (CPU or GPU) or 'vllm' (GPU, optional extra prism-assets[vllm])",
     )
     revision: str | None = Field(default=None, description="model revision (a commit hash for reproducible shards)")
+    capture_with: str = Field(
+        default="vllm",
+        description="vllm backend only: 'vllm' captures through prompt_logprobs (one copy of the weights; slow "
+        "per token), 'transformers' through a batched forward of a second copy on the same device (fast where two "
+        "copies fit)",
+    )
 
     def get(self):
-        return _loaded_teacher(self.model, self.backend, self.revision)
+        return _loaded_teacher(self.model, self.backend, self.revision, self.capture_with)
 
 
 def config_values(config: dg.Config, target: type) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import logging
@@ -217,17 +216,6 @@ def test_harmony_and_think_spans():
     think = teachers.response_spans([7, 1, 2, 8, 3, 4], "think", think_open=7, think_close=8)
     assert [(s.channel, s.start, s.end) for s in think] == [("analysis", 0, 4), ("final", 4, 6)]
     assert [(s.channel, s.start, s.end) for s in teachers.response_spans([1, 2], "chatml")] == [("final", 0, 2)]
-
-
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is None or not torch.cuda.is_available(),
-                    reason="the vLLM backend needs `pip install prism-assets[vllm]` and a CUDA GPU; CPU machines use "
-                    "the transformers backend")
-def test_vllm_backend_matches_the_transformers_capture():  # pragma: no cover - GPU machines only
-    vllm_teacher = teachers.load_teacher("HuggingFaceTB/SmolLM2-135M-Instruct", backend="vllm")
-    prompts = [vllm_teacher.prompt_ids([{"role": "user", "content": "Name a colour."}])]
-    responses = vllm_teacher.generate(prompts, ["a"], teachers.GenerationParams(max_new_tokens=8))
-    [logits] = vllm_teacher.response_logits(prompts, responses)
-    assert torch.logsumexp(logits, -1).abs().max() < 1e-3  # raw log-probs are normalized over the vocabulary
 
 
 def test_compact_shards_hold_every_response_in_fewer_bytes_and_the_loader_reads_them(materialized):

@@ -18,12 +18,11 @@ __all__ = ["DEFAULT_TEACHER_ID", "ChatTeacher", "GenerationParams", "Transformer
            "chat_format_of", "default_teacher_dir", "load_teacher", "response_spans", "teacher_messages"]
 
 
-def load_teacher(model: str | None = None, backend: str = "transformers", revision: str | None = None):
+def load_teacher(model: str | None = None, backend: str = "transformers", revision: str | None = None,
+                 capture_with: str = "vllm"):
+    """A teacher by backend; `capture_with` picks the vLLM backend's capture path (see vllm_backend)."""
     if backend == "transformers":
         return TransformersTeacher(model, revision)
     if backend == "vllm":
-        if not model:
-            raise ValueError("backend 'vllm' needs a model id (e.g. openai/gpt-oss-20b); the default GGUF teacher "
-                             "runs on the transformers backend")
-        return VLLMTeacher(model, revision)
+        return VLLMTeacher(model or default_teacher_dir(), revision, capture_with=capture_with)
     raise ValueError(f"unknown teacher backend {backend!r}: use 'transformers' or 'vllm'")

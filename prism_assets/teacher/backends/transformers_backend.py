@@ -90,8 +90,9 @@ class TransformersTeacher(ChatTeacher):
 
 
 class RowSeededSampler:
-    """A logits processor for generate(): the sampling step with one generator per row: temperature, top-p, then Gumbel-max with the row's
-    generator. It leaves only the drawn token (every other score is -inf), so greedy decoding takes it."""
+    """A logits processor for generate(): the sampling step with one generator per row (temperature, top-p, then
+    Gumbel-max with the row's generator). It leaves only the drawn token (every other score is -inf), so greedy
+    decoding takes it."""
 
     def __init__(self, params: GenerationParams, generators: list[torch.Generator]):
         self.params, self.generators = params, generators
