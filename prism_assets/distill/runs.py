@@ -34,11 +34,16 @@ def heldout_prompts(store: Lakehouse, limit: int | None = None, max_prompt_token
     return [(row["prompt_id"], row["messages"]) for row in rows]
 
 
-def stored_bytes_per_token(store: Lakehouse, table: str = "teacher_logit_shards") -> float:
-    """On-disk bytes of a logits table (every column: prompts, responses, spans included) per assistant token."""
+def stored_bytes_per_token(store: Lakehouse, table: str = "teacher_logit_shards", shard: str | None = None) -> float:
+    """On-disk bytes of a logits table, or of one shard of it (every column: prompts, responses, spans included),
+    per assistant token. File sizes come from the Delta log; only the token counts are read."""
     actions = pa.table(store.table(table).get_add_actions(flatten=True))
+    where = None
+    if shard is not None:
+        actions = actions.filter(pc.equal(actions.column("partition.shard"), shard))
+        where = pc.field("shard") == shard
     size = int(pc.sum(actions.column("size_bytes")).as_py() or 0)
-    tokens = int(pc.sum(store.read_table(table, ["num_tokens"]).column("num_tokens")).as_py() or 0)
+    tokens = int(pc.sum(store.read_table(table, ["num_tokens"], where).column("num_tokens")).as_py() or 0)
     return size / tokens if tokens else float("nan")
 
 

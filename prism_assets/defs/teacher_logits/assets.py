@@ -239,8 +239,8 @@ def build(parts: Partitions) -> list:
                 [("shard", shard)],
                 tokens=tokens,
                 payload_bytes_per_token=payload / tokens if tokens else 0.0,
-                table_bytes_per_token=stored_bytes_per_token(store, "compact_logit_shards"),
-                card_table_bytes_per_token=stored_bytes_per_token(store, "teacher_logit_shards"),
+                table_bytes_per_token=stored_bytes_per_token(store, "compact_logit_shards", shard),
+                card_table_bytes_per_token=stored_bytes_per_token(store, "teacher_logit_shards", shard),
             )
         )
 
