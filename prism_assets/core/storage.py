@@ -130,8 +130,11 @@ class Lakehouse:
         if self.exists(table):
             return
         try:
-            DeltaTable.create(self.uri(table), schema=schema, mode="ignore", partition_by=list(columns),
-                              storage_options=self.storage_options)
+            # No commit retries: a creator that lost the race must not retry its CREATE on top of the winner's
+            # (a second metadata commit would conflict with every write that read version 0).
+            DeltaTable.create(self.uri(table), schema=schema, mode="error", partition_by=list(columns),
+                              storage_options=self.storage_options,
+                              commit_properties=CommitProperties(max_commit_retries=0))
         except (CommitFailedError, DeltaError):
             if not self.exists(table):
                 raise
