@@ -186,31 +186,46 @@ class Lakehouse:
 
     def filesystem(self, *parts: str):
         """(pyarrow filesystem, path) of a folder under the root, for files that are not Delta tables
-        (staging, exports); works for local roots and object stores alike."""
+        (staging, exports, the Delta log read back after a commit); local roots and object stores alike, an S3
+        store reached with the same storage options as deltalake (endpoint, region, keys)."""
         from pyarrow import fs
 
-        if "://" in self.root:
-            filesystem, base = fs.FileSystem.from_uri(self.root)
-        else:
+        if "://" not in self.root:
             from pathlib import Path
 
-            filesystem, base = fs.LocalFileSystem(), str(Path(self.root).resolve())
+            return fs.LocalFileSystem(), "/".join([str(Path(self.root).resolve()), *parts])
+        scheme, _, location = self.root.partition("://")
+        if scheme in ("s3", "s3a") and self.storage_options:
+            filesystem, base = s3_filesystem(self.storage_options), location
+        else:
+            filesystem, base = fs.FileSystem.from_uri(self.root)
         return filesystem, "/".join([base.rstrip("/"), *parts])
 
     def tables(self) -> list[str]:
-        """Names of the Delta tables directly under the root (local roots only list the folder)."""
-        if "://" in self.root:
-            from pyarrow import fs
+        """Names of the Delta tables directly under the root."""
+        from pyarrow import fs
 
-            filesystem, path = fs.FileSystem.from_uri(self.root)
-            infos = filesystem.get_file_info(fs.FileSelector(path, allow_not_found=True))
-            names = [info.base_name for info in infos if info.type == fs.FileType.Directory]
-        else:
-            from pathlib import Path
-
-            root = Path(self.root)
-            names = [p.name for p in root.iterdir() if p.is_dir()] if root.exists() else []
+        filesystem, path = self.filesystem()
+        infos = filesystem.get_file_info(fs.FileSelector(path, allow_not_found=True))
+        names = [info.base_name for info in infos if info.type == fs.FileType.Directory]
         return sorted(name for name in names if self.exists(name))
+
+
+def s3_filesystem(storage_options: dict[str, str]):
+    """A pyarrow S3 filesystem from deltalake's S3 storage options; what they leave out (keys, region) comes from
+    the environment's AWS configuration, as for deltalake."""
+    from pyarrow import fs
+
+    options = {key.upper(): value for key, value in storage_options.items()}
+    endpoint = options.get("AWS_ENDPOINT_URL") or options.get("AWS_ENDPOINT")
+    scheme = "https"
+    if endpoint and "://" in endpoint:
+        scheme, endpoint = endpoint.split("://", 1)
+    return fs.S3FileSystem(
+        access_key=options.get("AWS_ACCESS_KEY_ID"), secret_key=options.get("AWS_SECRET_ACCESS_KEY"),
+        session_token=options.get("AWS_SESSION_TOKEN"),
+        region=options.get("AWS_REGION") or options.get("AWS_DEFAULT_REGION"),
+        endpoint_override=endpoint, scheme=scheme)
 
 
 def take_by_id(table: pa.Table, ids: pa.Array, columns: list[str], key: str = "id") -> dict[str, pa.Array]:
