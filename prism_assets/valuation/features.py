@@ -15,6 +15,7 @@ Student vs teacher (once a student exists): KL(teacher ‖ student) on the same 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -81,6 +82,7 @@ def teacher_window_stats(model, prompts: Sequence[Sequence[int]], context: int =
     n = len(prompts)
     entropy, margin = np.zeros((n, window), np.float32), np.zeros((n, window), np.float32)
     valid = np.zeros((n, window), bool)
+    began = time.monotonic()
     for start in range(0, n, batch_size):
         rows = order[start: start + batch_size]
         logp = torch.log_softmax(window_logits(model, [prompts[i] for i in rows], context, window, pad_id), -1)
@@ -90,7 +92,9 @@ def teacher_window_stats(model, prompts: Sequence[Sequence[int]], context: int =
         lengths = np.array([min(len(prompts[i]), context) for i in rows])
         valid[rows] = np.arange(window)[None, :] >= window - lengths[:, None]  # a prompt shorter than the window
         if log and (start // batch_size) % 20 == 0:
-            log(f"teacher window statistics: {min(start + batch_size, n):,}/{n:,} prompts")
+            done = min(start + batch_size, n)
+            log(f"teacher window statistics: {done:,}/{n:,} prompts, "
+                f"ETA {(time.monotonic() - began) / done * (n - done):.0f} s")
     masked_entropy = np.where(valid, entropy, np.nan)
     masked_margin = np.where(valid, margin, np.nan)
     return WindowStats(np.nanmean(masked_entropy, 1), np.nanmax(masked_entropy, 1), np.nanmean(masked_margin, 1),

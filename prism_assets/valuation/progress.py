@@ -117,8 +117,9 @@ def label(student, pool: Sequence[Candidate], heldout: HeldOut, config: Progress
                         "heldout_kl_after": after, "lp_value": (before - after) / tokens,
                         "seconds": time.monotonic() - began})
         if log and len(records) % 16 == 0:
-            log(f"learning progress: {len(records)}/{-(-len(pool) // config.batch_prompts)} batches labelled "
-                f"({(time.monotonic() - started) / len(records):.2f} s per label)")
+            per_label, total = (time.monotonic() - started) / len(records), -(-len(pool) // config.batch_prompts)
+            log(f"learning progress: {len(records)}/{total} batches labelled ({per_label:.2f} s per label, "
+                f"ETA {per_label * (total - len(records)):.0f} s)")
     return records
 
 
