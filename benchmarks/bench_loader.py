@@ -6,7 +6,8 @@ prompt ids until there are `--tokens` response tokens, written as one Delta shar
   decode       `targets.from_table` on record batches already in memory (the loader's per-chunk work)
   per row      `targets.from_row` on each row as a Python dict (one row at a time through the batch decoder: what
                a caller pays for not batching)
-  read+decode  the training path: `shard_tables` (Delta read of a chunk of ids, taken in stream order) +
+  read+decode  the training path: `shard_tables` (one DuckDB join of the stream's ids to the table, sorted by stream
+               position, read in chunks) +
                `examples_from_table` (decode, channel weights) + `collate` into batches of `--batch-size`
 
     .venv/bin/python benchmarks/bench_loader.py --lakehouse lakehouse [--tokens 500000]
@@ -51,7 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lakehouse", default=os.environ.get("PRISM_LAKEHOUSE_URI", "lakehouse"))
     parser.add_argument("--tokens", type=int, default=500_000)
-    parser.add_argument("--chunk", type=int, default=1024, help="prompt ids per read (the loader's default)")
+    parser.add_argument("--chunk", type=int, default=1024, help="rows per chunk (the loader's default)")
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
 
@@ -80,10 +81,10 @@ def main() -> None:
         order = table.column("prompt_id").to_pylist()
         np.random.default_rng(0).shuffle(order)  # stream order is not storage order
         started = time.perf_counter()
-        loaded = sum(batch.tokens for chunk in shard_tables(store, order, chunk=args.chunk)
+        loaded = sum(batch.tokens for chunk in shard_tables(store, order, rows_per_chunk=args.chunk)
                      for batch in batches(examples_from_table(chunk), args.batch_size))
-        print(f"read+decode  {rate(loaded, time.perf_counter() - started)}  (Delta read by id, stream order, "
-              f"chunks of {args.chunk} ids, batches of {args.batch_size})")
+        print(f"read+decode  {rate(loaded, time.perf_counter() - started)}  (DuckDB join, stream order, "
+              f"chunks of {args.chunk} rows, batches of {args.batch_size})")
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ def register_views(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse,
     names = lakehouse.tables()
     for name in names:
         try:
-            _create_view(con, lakehouse, name, only)
+            create_view(con, lakehouse, name, only)
         except Exception as err:  # noqa: BLE001 - any corruption of one table's files: report, keep the others
             unreadable[name] = f"{type(err).__name__}: {err}"
             message = (f"table {name} is unreadable ({unreadable[name]}); the other tables are unaffected. "
@@ -117,8 +117,9 @@ def register_views(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse,
     return names
 
 
-def _create_view(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, name: str,
-                 only: list[tuple[str, str]] | None) -> None:
+def create_view(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, name: str,
+                only: list[tuple[str, str]] | None = None) -> None:
+    """A view `name` over one Delta table (local: delta_scan; object store: deltalake's Arrow dataset)."""
     if "://" in lakehouse.root:
         con.register(f"__arrow_{name}", lakehouse.table(name).to_pyarrow_dataset())
         relation = f'"__arrow_{name}"'

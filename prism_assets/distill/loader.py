@@ -21,6 +21,8 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import IterableDataset
 
+from prism_assets.core import duck
+from prism_assets.core.contracts import CONTRACTS
 from prism_assets.core.storage import Lakehouse
 from prism_assets.distill import compact, losses, targets
 
@@ -136,30 +138,28 @@ def manifest_order(store: Lakehouse, phase: str, round_: int) -> list[str]:
     return rows.sort_by("stream_order").column("prompt_id").to_pylist()
 
 
-def shard_tables(store: Lakehouse, prompt_ids: Iterable[str], profile: str = "card", chunk: int = 1024
+def shard_tables(store: Lakehouse, prompt_ids: Iterable[str], profile: str = "card", rows_per_chunk: int = 1024
                  ) -> Iterator[pa.Table]:
-    """Rows of the profile's table for `prompt_ids`, in their order, one Arrow table per chunk of ids; ids with no
-    captured response are skipped (prompts repeat in a manifest, so each chunk's rows are taken by id). Each chunk
-    is one filtered scan of the table: larger chunks mean fewer scans and more memory."""
+    """Rows of the profile's table for `prompt_ids`, in their order (an id repeats once per occurrence; ids with no
+    captured response are skipped), as Arrow tables of `rows_per_chunk` rows.
+
+    Why DuckDB: stream order is not storage order, so taking rows by id means one filtered scan of the whole table
+    per chunk (quadratic in the stream). Here the ids are the build side of one hash join, the table is scanned
+    once (only the training columns), and the ORDER BY sorts out of core (DuckDB spills to its temp directory), so
+    a pass costs one scan and one sort whatever the stream's length."""
     stored = PROFILES[profile]
     if not store.exists(stored.table):
         raise LookupError(f"no {stored.table} table: materialize the {stored.table} asset first")
-    pending: list[str] = []
-
-    def flush() -> pa.Table:
-        wanted = pa.array(sorted(set(pending)), pa.string())
-        table = store.read_table(stored.table, list(stored.columns), pc.is_in(pc.field("prompt_id"), wanted))
-        where = {prompt_id: i for i, prompt_id in enumerate(table.column("prompt_id").to_pylist())}
-        taken = table.take(pa.array([where[i] for i in pending if i in where], pa.int64()))
-        pending.clear()
-        return taken
-
-    for prompt_id in prompt_ids:
-        pending.append(prompt_id)
-        if len(pending) >= chunk:
-            yield flush()
-    if pending:
-        yield flush()
+    ids = pa.array(list(prompt_ids), pa.string())
+    schema = pa.schema([CONTRACTS[stored.table].field(c) for c in stored.columns])
+    with duck.connect() as con:
+        duck.create_view(con, store, stored.table)
+        con.register("wanted", pa.table({"stream_position": pa.array(np.arange(len(ids))), "prompt_id": ids}))
+        columns = ", ".join(f's."{c}"' for c in stored.columns)
+        reader = con.execute(f'SELECT {columns} FROM wanted w JOIN "{stored.table}" s ON s.prompt_id = w.prompt_id '
+                             "ORDER BY w.stream_position").to_arrow_reader(rows_per_chunk)
+        for batch in reader:
+            yield pa.Table.from_batches([batch]).cast(schema)
 
 
 class ManifestDataset(IterableDataset):

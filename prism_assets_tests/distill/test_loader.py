@@ -2,9 +2,20 @@
 describe, whatever the prompt lengths of its batch-mates."""
 
 import numpy as np
+import pyarrow as pa
 import torch
 
-from prism_assets.distill.loader import batches, collate, example_from_row
+from prism_assets.core.contracts import TEACHER_LOGITS
+from prism_assets.core.storage import Lakehouse
+from prism_assets.distill.loader import (
+    SHARDS,
+    TRAINING_COLUMNS,
+    batches,
+    collate,
+    example_from_row,
+    examples_from_table,
+    shard_tables,
+)
 from prism_assets.distill.targets import from_row
 from prism_assets_tests.distill.synthetic import card_row, realistic_logits
 from prism_assets_tests.distill.test_targets import through_arrow
@@ -49,3 +60,26 @@ def test_batches_keep_stream_order_and_online_examples_have_no_targets():
     assert [b.prompt_ids for b in grouped] == [["p0", "p1"], ["p2", "p3"], ["p4"]]
     assert all(b.targets is None for b in grouped)
     assert np.all([b.tokens for b in grouped] == np.array([4, 4, 2]))
+
+
+def test_shard_rows_come_in_stream_order_with_repeats_across_files(tmp_path):
+    """Stream order is not storage order: rows written in two shard files come back in the order asked, a repeated
+    id once per occurrence, an id without a response skipped, and each row decodes to what the reader stores."""
+    stored = rows([(2, 3), (3, 2), (4, 4), (1, 1)])
+    store = Lakehouse(str(tmp_path))
+    schema = pa.schema([TEACHER_LOGITS.field(c) for c in ("shard", *TRAINING_COLUMNS)])
+    for shard, part in (("000", stored[:2]), ("001", stored[2:])):
+        table = pa.Table.from_pylist([{**r, "shard": shard, "capture_params": None, "sampled_log_z": None}
+                                      for r in part], schema)
+        store.replace_partition(SHARDS, schema, lambda table=table: table.to_batches(), "shard", shard)
+    order = ["p3", "p0", "missing", "p2", "p0", "p1"]
+    chunks = list(shard_tables(store, order, rows_per_chunk=2))
+    assert all(0 < len(c) <= 2 for c in chunks)
+    got = pa.concat_tables(chunks)
+    assert got.column("prompt_id").to_pylist() == ["p3", "p0", "p2", "p0", "p1"]
+    assert got.schema == pa.schema([TEACHER_LOGITS.field(c) for c in TRAINING_COLUMNS])
+    by_id = {r["prompt_id"]: r for r in stored}
+    for example in examples_from_table(got):
+        expected = from_row(by_id[example.prompt_id])
+        assert torch.equal(example.targets.nucleus_ids, expected.nucleus_ids)
+        assert torch.equal(example.targets.labels, expected.labels)
