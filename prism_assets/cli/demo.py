@@ -48,7 +48,7 @@ class Step:
 
     stages: tuple[str, ...]
     assets: tuple[str, ...]
-    partition_keys: tuple[str, ...]
+    partition_keys: tuple[str | None, ...]  # (None,): an unpartitioned step, one run
 
     @property
     def title(self) -> str:
@@ -76,7 +76,7 @@ def demo_steps(definitions: dg.Definitions) -> list[Step]:
             Step(
                 stages=tuple(dict.fromkeys(graph.get(k).group_name for k in keys)),
                 assets=tuple(k.to_user_string() for k in keys),
-                partition_keys=tuple(
+                partition_keys=(None,) if partitions_def is None else tuple(
                     k for k in partitions_def.get_partition_keys() if demo_round(partitions_def, k) in DEMO_ROUNDS
                 ),
             )
@@ -100,7 +100,7 @@ def fans_in(graph, key: dg.AssetKey, dep: dg.AssetKey) -> int:
 
 def materialize_partitions(
     assets: list[str],
-    partition_keys: list[str],
+    partition_keys: list[str | None],
     instance: dg.DagsterInstance | None = None,
     resources: dict | None = None,
     raise_on_error: bool = True,
@@ -108,7 +108,8 @@ def materialize_partitions(
     run_config: dict | None = None,
     definitions: dg.Definitions | None = None,
 ) -> list[dg.ExecuteInProcessResult]:
-    """Run the named assets, with their checks, for each partition key (one run per key, tagged)."""
+    """Run the named assets, with their checks, for each partition key (one run per key, tagged; None: the
+    assets are unpartitioned)."""
     definitions = definitions or build_definitions()
     results = []
     for key in partition_keys:
@@ -120,10 +121,11 @@ def materialize_partitions(
             instance=instance,
             resources={**definitions.resources, **(resources or {})},
             raise_on_error=raise_on_error,
-            tags={**DEMO_TAGS, "prism/partition": key},
+            tags={**DEMO_TAGS, **({"prism/partition": key} if key else {})},
             run_config={**(run_config or {}), "loggers": {"console": {"config": {"log_level": log_level}}}},
         )
-        print(f"  {key:<24} {'ok' if result.success else 'FAILED'} in {time.monotonic() - started:5.1f} s", flush=True)
+        label, outcome = key or "(unpartitioned)", "ok" if result.success else "FAILED"
+        print(f"  {label:<24} {outcome} in {time.monotonic() - started:5.1f} s", flush=True)
         results.append(result)
     return results
 

@@ -83,6 +83,16 @@ class Lakehouse:
         columns = (partition_column,) if isinstance(partition_column, str) else tuple(partition_column)
         keys = (partition_key,) if len(columns) == 1 and not isinstance(partition_key, tuple) else partition_key
         predicate = " AND ".join(f"{column} = {_sql_literal(key)}" for column, key in zip(columns, keys, strict=True))
+        return self._overwrite(table, schema, batches, columns, predicate)
+
+    def replace_table(self, table: str, schema: pa.Schema, batches: BatchSource, partition_by: tuple[str, ...] = ()
+                      ) -> Commit:
+        """Atomically replace the whole table (an asset computed once over every partition's inputs); it stays
+        stored in `partition_by` folders so that readers of one partition skip the others' files."""
+        return self._overwrite(table, schema, batches, tuple(partition_by), None)
+
+    def _overwrite(self, table: str, schema: pa.Schema, batches: BatchSource, columns: tuple[str, ...],
+                   predicate: str | None) -> Commit:
         self._create_if_absent(table, schema, columns)
         self._add_missing_columns(table, schema)
         token = uuid.uuid4().hex
@@ -91,7 +101,7 @@ class Lakehouse:
             write_deltalake(
                 self.uri(table),
                 reader,
-                partition_by=list(columns),
+                partition_by=list(columns) or None,
                 mode="overwrite",
                 predicate=predicate,
                 storage_options=self.storage_options,
@@ -102,9 +112,10 @@ class Lakehouse:
         except (CommitFailedError, DeltaError) as err:
             if not _is_conflict(err):
                 raise
+            what = f"partition {predicate}" if predicate else "(the whole table)"
             raise PartitionConflict(
-                f"another run replaced {table} partition {predicate} while this one was writing "
-                f"({type(err).__name__}: {err}); nothing of this run was committed. Re-run this partition once the "
+                f"another run replaced {table} {what} while this one was writing "
+                f"({type(err).__name__}: {err}); nothing of this run was committed. Re-run it once the "
                 "other run has finished (a Dagster concurrency pool per asset keeps them apart)."
             ) from err
         return self._commit(table, token)

@@ -29,8 +29,8 @@ def stage_modules() -> list:
 
 
 def stage_jobs(assets: list[dg.AssetsDefinition], parts: Partitions) -> list[dg.UnresolvedAssetJobDefinition]:
-    """One job per stage (asset group); a stage whose assets are partitioned differently (per source and per skill
-    bucket in redundancy control) gets one job per partitioning, named after its dimension."""
+    """One job per stage (asset group); a stage whose assets are partitioned differently (per source, once and per
+    skill bucket in redundancy control) gets one job per partitioning, named after its dimension."""
     by_stage: dict[str, dict[str, list[dg.AssetKey]]] = defaultdict(lambda: defaultdict(list))
     for asset in assets:
         for key in asset.keys:
@@ -39,13 +39,16 @@ def stage_jobs(assets: list[dg.AssetsDefinition], parts: Partitions) -> list[dg.
     jobs = []
     for stage, partitionings in sorted(by_stage.items()):
         for partitioning, keys in sorted(partitionings.items()):
-            name = stage if len(partitionings) == 1 else f"{stage}_by_{partitioning}"
+            once = partitioning == "unpartitioned"
+            name = stage if len(partitionings) == 1 else f"{stage}_{partitioning}" if once else \
+                f"{stage}_by_{partitioning}"
             jobs.append(
                 dg.define_asset_job(
                     name,
                     selection=dg.AssetSelection.assets(*keys),
                     description=f"The {stage} stage ({', '.join(k.to_user_string() for k in keys)}), "
-                    f"one run per {partitioning} partition",
+                    + ("one run over every partition of its inputs" if once else
+                       f"one run per {partitioning} partition"),
                     tags={"stage": stage},
                 )
             )

@@ -32,7 +32,6 @@ PARTITION_COLUMNS: dict[str, str | tuple[str, ...]] = {
     "bucket_labels": "source_dataset",
     "prompt_embeddings": "source_dataset",
     "prompt_minhashes": "source_dataset",
-    "near_duplicates": "source_dataset",
     "prompt_clusters": "skill_bucket",
     "diversity_caps": "skill_bucket",
     "validation_sets": "suite",
@@ -47,6 +46,8 @@ PARTITION_COLUMNS: dict[str, str | tuple[str, ...]] = {
     "scorer_weights": "round",
     "prompt_utility": "round",
 }
+# Assets computed once over every partition of their inputs (duplicate groups span every source).
+UNPARTITIONED = ("near_duplicates",)
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,10 @@ class Partitions:
         }
         return next((name for name, known in named.items() if known == partitions_def), "unpartitioned")
 
-    def of(self, asset: str) -> dg.PartitionsDefinition:
-        """The partitions definition of a table, by the column its partitions are stored in."""
+    def of(self, asset: str) -> dg.PartitionsDefinition | None:
+        """The partitions definition of a table, by the column its partitions are stored in (None: unpartitioned)."""
+        if asset in UNPARTITIONED:
+            return None
         return {
             "source_dataset": self.source,
             "skill_bucket": self.skill,

@@ -99,7 +99,8 @@ def test_two_runs_of_the_same_partition_never_double_its_rows(tmp_path):
     lakehouse.replace_partition("t", SCHEMA, rows("b", 1), "source_dataset", "b")
     errors = write_concurrently(lakehouse, 5, keys="aaaa")
     assert counts(lakehouse) == {"a": 5, "b": 1}
-    assert all(isinstance(err, PartitionConflict) and "Re-run this partition" in str(err) for err in errors)
+    assert all(isinstance(err, PartitionConflict) and "Re-run it once the other run has finished" in str(err)
+               for err in errors)
 
 
 @pytest.mark.parametrize("trial", range(6))

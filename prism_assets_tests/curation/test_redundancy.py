@@ -143,3 +143,100 @@ def test_rematerializing_clusters_gives_the_same_cluster_ids(curated):
         after = con.execute(query).fetchall()
     assert lakehouse.table("prompt_clusters").version() == version + 1
     assert after == before and len(before) > 800
+
+
+def reference_groups(ids, hashes, signatures, threshold=dedup.JACCARD_THRESHOLD):
+    """The per-prompt datasketch path the vectorized groups replace: LSH insert + query, union-find."""
+    from datasketch import LeanMinHash, MinHashLSH
+
+    parent = list(range(len(ids)))
+
+    def find(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    def union(i, j):
+        a, b = find(i), find(j)
+        parent[max(a, b)] = min(a, b)
+
+    first = {}
+    for i, key in enumerate(hashes):
+        union(first.setdefault(key, i), i)
+    lsh = MinHashLSH(threshold=threshold, num_perm=signatures.shape[1])
+    sketches = {i: LeanMinHash(seed=dedup.MINHASH_SEED, hashvalues=signatures[i], scheme=dedup.MINHASH_SCHEME)
+                for i in first.values()}
+    for i, sketch in sketches.items():
+        lsh.insert(i, sketch)
+    for i, sketch in sketches.items():
+        for j in lsh.query(sketch):
+            if np.mean(signatures[i] == signatures[j]) >= threshold:
+                union(i, j)
+    roots = [find(i) for i in range(len(ids))]
+    smallest = {}
+    for i, root in enumerate(roots):
+        smallest[root] = min(smallest.get(root, ids[i]), ids[i])
+    return [smallest[root] for root in roots]
+
+
+def test_vectorized_groups_equal_datasketch_lsh_on_planted_variants():
+    """Exact twins, light and heavy edits and chains of edits: the banded numpy path finds the groups datasketch's
+    MinHashLSH + union-find found, with the same representatives, in any input order."""
+    rng = np.random.default_rng(7)
+    words = [f"w{i}" for i in range(400)]
+    bases = [" ".join(rng.choice(words, 40)) for _ in range(120)]
+    texts = []
+    for base in bases:
+        tokens = base.split()
+        texts.append(base)
+        for edits in rng.integers(0, 6, rng.integers(0, 4)):  # 0 edits = an exact twin; more = fuzzier
+            variant = list(tokens)
+            for at in rng.integers(0, len(variant), edits):
+                variant[at] = str(rng.choice(words))
+            texts.append(" ".join(variant) if edits else base.upper())
+    order = rng.permutation(len(texts))
+    texts = [texts[i] for i in order]
+    ids = [prompt_id("src", str(i)) for i in range(len(texts))]
+    hashes = [dedup.exact_hash(t) for t in texts]
+    signatures = dedup.minhash_signatures(texts)
+    groups = dedup.find_duplicate_groups(ids, hashes, signatures)
+    assert groups.group_of == reference_groups(ids, hashes, signatures)
+    assert sum(groups.is_representative) < len(texts) - 120  # the planted variants were found, not just twins
+    assert {"exact", "fuzzy", "unique"} <= set(groups.match)
+    assert list(groups.sizes) == [groups.group_of.count(g) for g in groups.group_of]
+
+
+def test_candidate_pairs_are_every_pair_sharing_a_band():
+    signatures = np.array([[1, 2, 3, 4], [1, 2, 9, 9], [7, 7, 3, 4], [1, 2, 3, 4], [5, 5, 5, 5]], np.uint32)
+    pairs = dedup.candidate_pairs(signatures, bands=2, rows=2)
+    assert sorted(map(tuple, pairs.tolist())) == [(0, 1), (0, 2), (0, 3), (1, 3), (2, 3)]
+
+
+def reference_shingles(text: str, k: int = dedup.SHINGLE_CHARS) -> np.ndarray:
+    """One text's shingle hashes, one text at a time (what the batched shingle_sets replaced)."""
+    from prism_assets.core.text import normalize_for_matching
+
+    codes = np.frombuffer(normalize_for_matching(text).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    codes = np.pad(codes, (0, max(0, k - len(codes))))
+    windows = np.lib.stride_tricks.sliding_window_view(codes, k)
+    mixed = np.zeros(len(windows), dtype=np.uint64)
+    for position in range(k):
+        mixed = (mixed * np.uint64(0x9E3779B97F4A7C15)) ^ windows[:, position]
+        mixed ^= mixed >> np.uint64(29)
+    return np.unique((mixed >> np.uint64(32)).astype(np.uint32))
+
+
+def test_vectorized_signatures_equal_datasketch_minhash():
+    """Many documents at once (short, empty, long, unicode; groups split mid-corpus) give the signatures datasketch's
+    MinHash computes one document and one shingle at a time, over the shingles the per-text code computed."""
+    from datasketch import MinHash
+
+    texts = ["", "a", "Solve x + 1 = 2.", "Ünïcode ✓ naïve café " * 30, GSM8K_FIRST] + \
+        [f"prompt {i} " * (i % 7 + 1) for i in range(40)]
+    expected = []
+    for text in texts:
+        sketch = MinHash(num_perm=dedup.NUM_PERM, seed=dedup.MINHASH_SEED, hashfunc=int, scheme=dedup.MINHASH_SCHEME)
+        sketch.update_batch(reference_shingles(text))
+        expected.append(sketch.hashvalues)
+    for step in (1, 7, 2048):
+        assert np.array_equal(dedup.minhash_signatures(texts, texts_per_step=step), np.array(expected))

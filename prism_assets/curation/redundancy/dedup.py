@@ -2,26 +2,28 @@
 
 - Exact: a hash of the text after NFKC, case folding and whitespace collapsing (`near_dup_hash`).
 - Fuzzy: MinHash signatures over character 5-gram shingles (datasketch permutations, 128 by
-  default) indexed with datasketch's MinHashLSH at a Jaccard threshold (default 0.8, as NeMo
+  default), banded as datasketch's MinHashLSH would at a Jaccard threshold (default 0.8, as NeMo
   Curator); candidate pairs are confirmed by the signatures' estimated Jaccard.
-- Groups are the connected components of exact + fuzzy matches over *all* sources. The representative
-  is the member with the smallest prompt id: deterministic, and independent of the order in which
-  sources were ingested.
+- Groups are the connected components of exact + fuzzy matches over *all* sources, computed once for
+  every source. The representative is the member with the smallest prompt id: deterministic, and
+  independent of the order in which sources were ingested.
 
-Shingle hashing is vectorized with numpy over the text's code points, so no per-shingle Python runs.
+Shingle hashing, LSH banding, pair checks and components are vectorized (numpy, scipy.sparse.csgraph): no
+Python runs per shingle, per prompt pair or per union.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasketch import LeanMinHash, MinHash, MinHashLSH
+from datasketch import MinHash, MinHashLSH
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from prism_assets.core.text import normalize_for_matching
 
@@ -40,25 +42,66 @@ def exact_hash(text: str) -> str:
 
 def shingle_hashes(text: str, k: int = SHINGLE_CHARS) -> np.ndarray:
     """Unique 32-bit hashes of the character k-grams of the normalized text."""
-    codes = np.frombuffer(normalize_for_matching(text).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    if len(codes) < k:
-        codes = np.pad(codes, (0, k - len(codes)))
+    hashes, _ = shingle_sets([normalize_for_matching(text)], k)
+    return hashes
+
+
+def shingle_sets(normalized: Sequence[str], k: int = SHINGLE_CHARS) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes, lengths): the unique 32-bit hashes of each normalized text's character k-grams, flat in text
+    order (sorted within a text), and how many belong to each text. A text shorter than k is padded with zeros.
+
+    One pass over all texts' code points: the k-gram windows of the concatenation are mixed at once and the
+    windows that would cross into the next text dropped, so no numpy call runs per text."""
+    n = len(normalized)
+    sizes = np.fromiter(map(len, normalized), np.int64, n)
+    padded = np.maximum(sizes, k)
+    starts = np.cumsum(padded) - padded
+    codes = np.zeros(int(padded.sum()), dtype=np.uint64)
+    text_codes = np.frombuffer("".join(normalized).encode("utf-32-le"), dtype=np.uint32)
+    codes[np.repeat(starts - (np.cumsum(sizes) - sizes), sizes) + np.arange(len(text_codes))] = text_codes
     windows = np.lib.stride_tricks.sliding_window_view(codes, k)
     mixed = np.zeros(len(windows), dtype=np.uint64)
     for position in range(k):  # polynomial mix of the k code points, wrapping in uint64
         mixed = (mixed * _MIX) ^ windows[:, position]
         mixed ^= mixed >> np.uint64(29)
-    return np.unique((mixed >> np.uint64(32)).astype(np.uint32))
+    per_text = padded - k + 1
+    first = np.repeat(starts - (np.cumsum(per_text) - per_text), per_text) + np.arange(int(per_text.sum()))
+    text_of = np.repeat(np.arange(n, dtype=np.uint64), per_text)
+    keys = np.sort((text_of << np.uint64(32)) | (mixed[first] >> np.uint64(32)))
+    keys = keys[np.r_[True, keys[1:] != keys[:-1]]]  # unique (a sort: numpy's hashing unique is slower here)
+    return (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32), np.bincount((keys >> np.uint64(32)).astype(np.int64),
+                                                                         minlength=n)
 
 
-def minhash_signatures(texts: Sequence[str], num_perm: int = NUM_PERM, seed: int = MINHASH_SEED) -> np.ndarray:
-    """(n, num_perm) MinHash signatures; datasketch applies its permutations to our shingle hashes."""
+def minhash_signatures(texts: Sequence[str], num_perm: int = NUM_PERM, seed: int = MINHASH_SEED,
+                       texts_per_step: int = 2048) -> np.ndarray:
+    """(n, num_perm) MinHash signatures, equal to datasketch's `MinHash(scheme="affine32")` fed our shingle hashes.
+
+    Vectorized over many documents at once: datasketch's own permutations (a·h + b in uint32, after the
+    MurmurHash3 finalizer) applied to the shingles of a group of documents, then a per-document minimum
+    (`minimum.reduceat` along contiguous rows) — instead of one MinHash object and a Python call per shingle."""
+    a, b = MinHash(num_perm=num_perm, seed=seed, scheme=MINHASH_SCHEME).permutations
     signatures = np.empty((len(texts), num_perm), dtype=np.uint32)
-    for row, text in enumerate(texts):
-        minhash = MinHash(num_perm=num_perm, seed=seed, hashfunc=int, scheme=MINHASH_SCHEME)
-        minhash.update_batch(shingle_hashes(text))
-        signatures[row] = minhash.hashvalues
+    for start in range(0, len(texts), texts_per_step):
+        group = [normalize_for_matching(t) for t in texts[start: start + texts_per_step]]
+        hashes, lengths = shingle_sets(group)
+        mixed = _fmix32(hashes)
+        with np.errstate(over="ignore"):
+            permuted = a[:, None] * mixed[None, :] + b[:, None]  # [num_perm, shingles]
+        signatures[start: start + len(group)] = np.minimum.reduceat(permuted, np.cumsum(lengths) - lengths, axis=1).T
     return signatures
+
+
+def _fmix32(values: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finalizer (datasketch's pre-mix of every input hash), wrapping in uint32."""
+    values = values.astype(np.uint32)
+    with np.errstate(over="ignore"):
+        values ^= values >> np.uint32(16)
+        values *= np.uint32(0x85EBCA6B)
+        values ^= values >> np.uint32(13)
+        values *= np.uint32(0xC2B2AE35)
+        values ^= values >> np.uint32(16)
+    return values
 
 
 @dataclass
@@ -66,57 +109,82 @@ class DuplicateGroups:
     group_of: list[str]  # dup_group_id (the representative's id) for every input id
     is_representative: list[bool]
     match: list[str]  # "unique", "exact" (has an exact twin) or "fuzzy" (joined by MinHash similarity only)
+    sizes: np.ndarray  # members of each input's group
+
+
+def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows per band) datasketch's MinHashLSH picks for the threshold (equal false-positive and
+    false-negative weights), so that candidates are the ones it would return."""
+    index = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    return index.b, index.r
+
+
+def candidate_pairs(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(pairs, 2) row indices i < j that share at least one whole band of their signatures (MinHash LSH).
+
+    Vectorized per band: the band's values are viewed as one opaque key, rows sorted by it, and each run of equal
+    keys yields all its pairs. A run of m rows yields m(m - 1)/2 pairs, so exact twins should be collapsed first."""
+    n = len(signatures)
+    found = []
+    for band in range(bands):
+        keys = np.ascontiguousarray(signatures[:, band * rows: (band + 1) * rows]).view(f"V{4 * rows}").ravel()
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
+        run_start = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        run_length = np.diff(np.r_[run_start, n])
+        position = np.arange(n)
+        partners = np.repeat(run_start + run_length, run_length) - position - 1  # later members of the run
+        if not partners.any():
+            continue
+        left = np.repeat(position, partners)
+        right = left + 1 + np.arange(len(left)) - np.repeat(np.cumsum(partners) - partners, partners)
+        a, b = order[left], order[right]
+        found.append(np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b))
+    if not found:
+        return np.zeros((0, 2), dtype=np.int64)
+    unique = np.unique(np.concatenate(found))
+    return np.stack([unique // n, unique % n], axis=1)
 
 
 def find_duplicate_groups(ids: Sequence[str], exact_hashes: Sequence[str], signatures: np.ndarray,
-                          threshold: float = JACCARD_THRESHOLD, seed: int = MINHASH_SEED) -> DuplicateGroups:
-    """Connected components of exact-hash and MinHash-LSH matches; representative = smallest id."""
+                          threshold: float = JACCARD_THRESHOLD, pair_chunk: int = 1 << 17) -> DuplicateGroups:
+    """Connected components of exact-hash and MinHash-LSH matches; representative = smallest id.
+
+    Exact twins are joined by hash; one member per exact group enters LSH; a candidate pair is a match when the
+    signatures' estimated Jaccard (share of equal values) reaches the threshold, as datasketch's query + check
+    would. Components come from scipy's sparse connected_components: no Python per prompt or per pair."""
     n = len(ids)
-    parent = np.arange(n)
+    if not n:
+        return DuplicateGroups([], [], [], np.zeros(0, np.int64))
+    encoded = pc.dictionary_encode(pa.array(exact_hashes, pa.string()))
+    hash_index = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    hash_count = np.bincount(hash_index)
+    first_of_hash = np.full(len(hash_count), n, dtype=np.int64)
+    np.minimum.at(first_of_hash, hash_index, np.arange(n))
+    heads = first_of_hash  # the first row of each exact group enters LSH
+    edges = [np.stack([np.arange(n), first_of_hash[hash_index]], axis=1)]
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+    bands, rows = lsh_bands(threshold, signatures.shape[1])
+    pairs = heads[candidate_pairs(signatures[heads], bands, rows)]
+    for start in range(0, len(pairs), pair_chunk):
+        chunk = pairs[start: start + pair_chunk]
+        similar = (signatures[chunk[:, 0]] == signatures[chunk[:, 1]]).mean(axis=1) >= threshold
+        edges.append(chunk[similar])
+    edges = np.concatenate(edges)
+    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
 
-    def union(i: int, j: int) -> None:
-        a, b = find(i), find(j)
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-
-    exact_pairs = set()
-    first_with_hash: dict[str, int] = {}
-    for i, key in enumerate(exact_hashes):
-        if key in first_with_hash:
-            union(first_with_hash[key], i)
-            exact_pairs.add(i)
-            exact_pairs.add(first_with_hash[key])
-        else:
-            first_with_hash[key] = i
-
-    num_perm = signatures.shape[1] if n else NUM_PERM
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    representatives = list(first_with_hash.values())  # one per exact group is enough for LSH
-    minhashes = {i: LeanMinHash(seed=seed, hashvalues=signatures[i], scheme=MINHASH_SCHEME) for i in representatives}
-    with lsh.insertion_session() as session:
-        for i in representatives:
-            session.insert(i, minhashes[i], check_duplication=False)
-    for i in representatives:
-        for j in lsh.query(minhashes[i]):
-            if j != i and find(i) != find(j):
-                if np.mean(signatures[i] == signatures[j]) >= threshold:
-                    union(i, j)
-
-    roots = np.array([find(i) for i in range(n)])
-    smallest: dict[int, str] = {}
-    for i, root in enumerate(roots):
-        if root not in smallest or ids[i] < smallest[root]:
-            smallest[root] = ids[i]
-    group_of = [smallest[root] for root in roots]
-    sizes = np.bincount(roots, minlength=n)
-    match = ["unique" if sizes[roots[i]] == 1 else "exact" if i in exact_pairs else "fuzzy" for i in range(n)]
-    return DuplicateGroups(group_of=group_of, is_representative=[g == i for g, i in zip(group_of, ids)], match=match)
+    id_rank = np.empty(n, dtype=np.int64)
+    id_rank[np.asarray(pc.sort_indices(pa.array(ids, pa.string())))] = np.arange(n)
+    smallest_rank = np.full(component.max() + 1, n, dtype=np.int64)
+    np.minimum.at(smallest_rank, component, id_rank)
+    by_rank = np.argsort(id_rank)
+    representative = by_rank[smallest_rank[component]]
+    sizes = np.bincount(component)[component]
+    group_of = [ids[i] for i in representative]
+    match = np.where(sizes == 1, "unique", np.where(hash_count[hash_index] > 1, "exact", "fuzzy"))
+    return DuplicateGroups(group_of=group_of, is_representative=(representative == np.arange(n)).tolist(),
+                           match=match.tolist(), sizes=sizes)
 
 
 def signature_table(texts: pa.Table, source: str) -> pa.Table:
@@ -130,23 +198,22 @@ def signature_table(texts: pa.Table, source: str) -> pa.Table:
     })
 
 
-def duplicate_table(minhashes: pa.Table, source: str, threshold: float = JACCARD_THRESHOLD) -> pa.Table:
-    """near_duplicates rows of one source, with groups matched across every source in `minhashes`."""
+def duplicate_table(minhashes: pa.Table, threshold: float = JACCARD_THRESHOLD) -> pa.Table:
+    """near_duplicates rows of every prompt in `minhashes` (all sources), groups matched across sources."""
     ids = minhashes.column("id").to_pylist()
     signatures = np.frombuffer(b"".join(minhashes.column("minhash").to_pylist()), dtype="<u4").reshape(len(ids), -1)
     groups = find_duplicate_groups(ids, minhashes.column("near_dup_hash").to_pylist(), signatures, threshold)
-    sources = minhashes.column("source_dataset").to_pylist()
-    members: dict[str, set[str]] = {}
-    sizes = Counter(groups.group_of)
-    for group, member_source in zip(groups.group_of, sources):
-        members.setdefault(group, set()).add(member_source)
-    mine = [i for i, member_source in enumerate(sources) if member_source == source]
+    group_ids = pa.array(groups.group_of, pa.string())
+    members = pa.table({"dup_group_id": group_ids, "source_dataset": minhashes.column("source_dataset")}) \
+        .group_by("dup_group_id").aggregate([("source_dataset", "distinct")])
+    sources = pa.array([sorted(s) for s in members.column("source_dataset_distinct").to_pylist()],
+                       pa.list_(pa.string()))  # one short list per group
+    where = pc.index_in(group_ids, members.column("dup_group_id"))
     return pa.table({
-        "id": [ids[i] for i in mine], "source_dataset": [source] * len(mine),
-        "near_dup_hash": pc.take(minhashes.column("near_dup_hash"), pa.array(mine, pa.int64())),
-        "dup_group_id": [groups.group_of[i] for i in mine],
-        "is_representative": [groups.is_representative[i] for i in mine],
-        "match_type": [groups.match[i] for i in mine],
-        "dup_group_size": pa.array([sizes[groups.group_of[i]] for i in mine], pa.int32()),
-        "dup_group_sources": [sorted(members[groups.group_of[i]]) for i in mine],
+        "id": minhashes.column("id"), "source_dataset": minhashes.column("source_dataset"),
+        "near_dup_hash": minhashes.column("near_dup_hash"), "dup_group_id": group_ids,
+        "is_representative": pa.array(groups.is_representative, pa.bool_()),
+        "match_type": pa.array(groups.match, pa.string()),
+        "dup_group_size": pa.array(groups.sizes, pa.int32()),
+        "dup_group_sources": pc.take(sources, where),
     })

@@ -19,7 +19,7 @@ from prism_assets.core.report import counts_markdown, histogram_markdown, markdo
 from prism_assets.curation.redundancy import clustering, dedup
 from prism_assets.curation.redundancy.embedders import embedding_table, get_embedder
 from prism_assets.curation.redundancy.inputs import MissingInput, pool_texts, representatives_of
-from prism_assets.defs.metadata import asset_attributes, partition_metadata
+from prism_assets.defs.metadata import asset_attributes, partition_metadata, table_metadata
 from prism_assets.defs.partitions import Partitions
 from prism_assets.defs.resources import LakehouseResource
 
@@ -124,36 +124,43 @@ def build(parts: Partitions) -> list:
         )
 
     @dg.asset(
-        partitions_def=parts.source,
         deps=[dg.AssetDep("prompt_minhashes", partition_mapping=ALL_PARTITIONS)],
-        kinds={"delta", "python"},
+        kinds={"delta", "scipy"},
         **asset_attributes("near_duplicates", STAGE),
-        description="Duplicate groups matched across all sources (exact normalized-text hash + MinHash LSH at a "
-        "Jaccard threshold); the representative of a group is its smallest prompt id. Re-materialize every "
-        "source after adding one.",
+        description="Duplicate groups of every pool prompt, matched across all sources at once (exact "
+        "normalized-text hash + MinHash LSH at a Jaccard threshold); the representative of a group is its smallest "
+        "prompt id. One run covers every source: it goes stale when any source's signatures change.",
     )
     def near_duplicates(
         context: dg.AssetExecutionContext, config: DedupConfig, lakehouse: LakehouseResource
     ) -> dg.MaterializeResult:
         store = lakehouse.get()
-        everything = store.read_table("prompt_minhashes")
-        table = dedup.duplicate_table(everything, context.partition_key, config.jaccard_threshold)
-        commit = store.replace_partition(
-            "near_duplicates", NEAR_DUPLICATES, lambda: [table], "source_dataset", context.partition_key
+        signatures = store.read_table("prompt_minhashes")
+        context.log.info(f"grouping {signatures.num_rows:,} prompts of every source")
+        table = dedup.duplicate_table(signatures, config.jaccard_threshold)
+        commit = store.replace_table("near_duplicates", NEAR_DUPLICATES, lambda: [table], ("source_dataset",))
+        per_source = (
+            table.group_by("source_dataset")
+            .aggregate([("is_representative", "count"), ("is_representative", "sum")])
+            .to_pylist()
         )
+        rates = [
+            (r["source_dataset"], r["is_representative_count"],
+             round(1 - r["is_representative_sum"] / r["is_representative_count"], 4))
+            for r in sorted(per_source, key=lambda r: r["source_dataset"])
+        ]
         matches = Counter(table.column("match_type").to_pylist())
-        duplicates = table.num_rows - sum(table.column("is_representative").to_pylist())
-        cross_source = sum(1 for s in table.column("dup_group_sources").to_pylist() if len(s) > 1)
+        cross_source = pc.sum(pc.greater(pc.list_value_length(table.column("dup_group_sources")), 1)).as_py() or 0
+        duplicates = table.num_rows - (pc.sum(table.column("is_representative")).as_py() or 0)
         return dg.MaterializeResult(
-            metadata=partition_metadata(
+            metadata=table_metadata(
                 store,
-                context.partition_key,
                 "near_duplicates",
                 commit,
-                compared_against=everything.num_rows,
                 duplicate_rate=duplicates / table.num_rows if table.num_rows else 0.0,
                 cross_source_matches=cross_source,
                 match_types=dg.MetadataValue.md(counts_markdown(matches, "match")),
+                per_source=dg.MetadataValue.md(markdown_table(["source", "prompts", "duplicate rate"], rates)),
             )
         )
 
@@ -161,8 +168,8 @@ def build(parts: Partitions) -> list:
         partitions_def=parts.skill,
         kinds={"delta", "scikitlearn"},
         deps=[
-            dg.AssetDep(name, partition_mapping=ALL_PARTITIONS)
-            for name in ("bucket_labels", "near_duplicates", "prompt_embeddings")
+            "near_duplicates",
+            *(dg.AssetDep(name, partition_mapping=ALL_PARTITIONS) for name in ("bucket_labels", "prompt_embeddings")),
         ],
         **asset_attributes("prompt_clusters", STAGE),
         description="k-means clusters of the duplicate-group representatives of one skill bucket, one clustering "

@@ -28,8 +28,9 @@ def build(parts: Partitions) -> list:
         partitions_def=parts.suite,
         kinds={"delta", "python"},
         deps=[
-            dg.AssetDep(name, partition_mapping=ALL_PARTITIONS)
-            for name in ("raw_prompts", "prompt_pool", "bucket_labels", "near_duplicates")
+            "near_duplicates",
+            *(dg.AssetDep(name, partition_mapping=ALL_PARTITIONS) for name in ("raw_prompts", "prompt_pool",
+                                                                              "bucket_labels")),
         ],
         **asset_attributes("validation_sets", STAGE),
         description="Held-out validation suites, never sampled for training: kl_slice (stratified over skill × "

@@ -120,8 +120,9 @@ def build(parts: Partitions) -> list:
         kinds={"delta", "pytorch"},
         pool="teacher",
         deps=[
-            dg.AssetDep(name, partition_mapping=ALL_PARTITIONS)
-            for name in ("prompt_pool", "diversity_caps", "validation_sets", "near_duplicates", "prompt_clusters")
+            "near_duplicates",
+            *(dg.AssetDep(name, partition_mapping=ALL_PARTITIONS)
+              for name in ("prompt_pool", "diversity_caps", "validation_sets", "prompt_clusters")),
         ],
         **asset_attributes("lp_labels", STAGE),
         description="Learning-progress labels of a calibration subset (spec §9.1): snapshot the student, k "

@@ -1,6 +1,6 @@
--- description: every duplicate group has one representative (its smallest id) and all source partitions agree on it; it warns while a backfill is part-way, and after a source was added until near_duplicates is re-materialized for every source
+-- description: every duplicate group has exactly one representative (its smallest id) and one recorded size, equal to its members (groups are computed once for every source, so any disagreement is a defect)
 -- scope: table
--- severity: warn
+-- blocking: true
 SELECT dup_group_id,
        count(*) FILTER (is_representative) AS representatives,
        min(id) AS smallest_id,
