@@ -39,7 +39,7 @@ import torch
 from prism_assets.core.ids import seed_for
 from prism_assets.core.storage import Lakehouse
 from prism_assets.distill import compact, targets
-from prism_assets.distill.loader import Example, manifest_order
+from prism_assets.distill.loader import Example, batches, manifest_order
 from prism_assets.distill.runs import heldout_prompts
 from prism_assets.distill.student import load_student
 from prism_assets.distill.train import DistillConfig, held_out, train
@@ -205,8 +205,8 @@ def main() -> None:
 
             student, _ = load_student()
             run_started = time.perf_counter()
-            curve = train(student, lambda examples=examples: examples, config, heldout,
-                          dense if signal == "online" else None, teacher.pad_id, log=lambda line: None)
+            curve = train(student, lambda examples=examples: batches(examples, args.batch_size, teacher.pad_id),
+                          config, heldout, dense if signal == "online" else None, log=lambda line: None)
             seconds = time.perf_counter() - run_started
             results.append({"signal": name, "seed": seed, "heldout_kl_start": curve[0].heldout_kl,
                             "heldout_kl_end": curve[-1].heldout_kl, "tokens": curve[-1].tokens,

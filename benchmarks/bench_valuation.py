@@ -32,6 +32,7 @@ from prism_assets.core.mixture import load_mixture
 from prism_assets.core.storage import Lakehouse
 from prism_assets.curation.sampling import manifest
 from prism_assets.curation.sampling import sampler as sampling
+from prism_assets.distill.loader import batches
 from prism_assets.distill.student import load_student
 from prism_assets.distill.train import DistillConfig, held_out, train
 from prism_assets.teacher.backends import load_teacher
@@ -98,9 +99,10 @@ def main() -> None:
         config = DistillConfig(signal="online", loss="dense", steps=args.steps, batch_size=args.batch_size,
                                learning_rate=args.lr, seed=seed, eval_every=args.eval_every)
         student, _ = load_student(device="cpu")
-        curve = train(student, lambda examples=examples: examples, config, heldout,
+        curve = train(student, lambda examples=examples: batches(examples, args.batch_size, teacher.pad_id),
+                      config, heldout,
                       lambda batch, logits=logits: torch.cat([logits[k] for k in batch.prompt_ids]).float(),
-                      teacher.pad_id, log=lambda line: None)
+                      log=lambda line: None)
         curves[(name, seed)] = [(p.tokens, p.heldout_kl) for p in curve]
         print(f"  seed {seed} {name:<8} held-out KL {curve[0].heldout_kl:.4f} → {curve[-1].heldout_kl:.4f} "
               f"({curve[-1].tokens:,} tokens)", flush=True)

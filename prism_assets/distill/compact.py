@@ -45,12 +45,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from prism_assets.core.contracts import COMPACT_LOGITS
 from prism_assets.core.ids import seed_for
-from prism_assets.distill import targets
-from prism_assets.distill.targets import Targets, assemble, padded
+from prism_assets.distill import _kernels, targets
+from prism_assets.distill.targets import Targets
 
 LEVELS = 65535
 MAX_CODE = 255
@@ -101,14 +102,6 @@ def _varints(values: np.ndarray) -> bytes:
     more = np.arange(groups) < (length - 1)[:, None]
     return (septets | (more.astype(np.uint64) << np.uint64(7)))[np.arange(groups) < length[:, None]].astype(
         np.uint8).tobytes()
-
-
-def _unvarints(data: bytes) -> np.ndarray:
-    raw = np.frombuffer(data, dtype=np.uint8)
-    last = raw < 0x80
-    value = np.cumsum(last) - last  # which value each byte belongs to
-    shift = 7 * (np.arange(len(raw)) - np.flatnonzero(np.r_[True, last[:-1]])[value])
-    return np.bincount(value, weights=(raw & 0x7F) * 2.0 ** shift, minlength=int(last.sum())).astype(np.int64)
 
 
 def _gaps(sorted_ids: np.ndarray) -> np.ndarray:
@@ -162,36 +155,9 @@ def encode(targets: Targets, config: CompactConfig = CompactConfig(), rng: np.ra
 
 
 def decode(row: Mapping) -> Targets:
-    """Targets of a compact row: nucleus by descending probability, distinct tail ids with weight
-    count · W / S, padded like `targets.from_row`."""
-    config = CompactConfig(**json.loads(row["compact_params"]))
-    n, s = int(row["num_tokens"]), config.tail_samples
-    counts = np.frombuffer(row["nucleus_counts"], dtype=np.uint8).astype(np.int64)
-    probs = np.frombuffer(row["probs"], dtype="<u2").reshape(n, 2).astype(np.float64) / LEVELS
-    log_top, mass = np.log(probs[:, 0]), probs[:, 1]
-
-    gaps = _unvarints(row["ids"])
-    lengths = np.stack([counts, np.full(n, s)], axis=1).ravel()
-    starts = np.r_[0, np.cumsum(gaps)][np.cumsum(lengths) - lengths]
-    ids = np.cumsum(gaps) - np.repeat(starts, lengths) - 1
-    in_tail = np.repeat(np.tile([False, True], n), lengths)
-    tail_ids, tail_rows = ids[in_tail], np.repeat(np.arange(n), s)
-    distinct = gaps[in_tail] != 0
-    distinct_rows = tail_rows[distinct]
-    distinct_counts = np.bincount(distinct_rows, minlength=n)
-
-    codes = np.frombuffer(row["codes"], dtype=np.uint8).astype(np.int64)
-    code_in_tail = np.repeat(np.tile([False, True], n), np.stack([counts, distinct_counts], axis=1).ravel())
-    nucleus_rows = np.repeat(np.arange(n), counts)
-    nucleus_ids, nucleus_codes = ids[~in_tail], codes[~code_in_tail]
-    order = np.lexsort((nucleus_ids, nucleus_codes, nucleus_rows))  # descending probability, ties by id
-    draws = np.bincount(np.cumsum(distinct) - 1, minlength=len(distinct_rows))
-    tail_weights, _ = padded(distinct_counts, draws * mass[distinct_rows] / s)
-    tail_logprobs, _ = padded(distinct_counts, log_top[distinct_rows] - codes[code_in_tail] * config.tail_step)
-    return assemble(counts, nucleus_ids[order],
-                    log_top[nucleus_rows[order]] - nucleus_codes[order] * config.nucleus_step,
-                    padded(distinct_counts, tail_ids[distinct])[0], tail_logprobs, tail_weights,
-                    row["response_token_ids"])
+    """Targets of one compact row (a dict, as `encode` or `to_pylist` gives it): see `decode_table`."""
+    return decode_table(pa.Table.from_pylist([{k: row[k] for k in DECODED_COLUMNS}],
+                                             pa.schema([COMPACT_LOGITS.field(k) for k in DECODED_COLUMNS]))).rows()[0]
 
 
 def bytes_per_token(row: Mapping) -> float:
@@ -210,6 +176,43 @@ def encode_table(card: pa.Table, config: CompactConfig = CompactConfig()) -> pa.
     return pa.table([columns[name] for name in COMPACT_LOGITS.names], schema=COMPACT_LOGITS)
 
 
-def decode_table(table: pa.Table) -> list[Targets]:
-    """Targets of every compact row of a table (each row decoded vectorized over its tokens)."""
-    return [decode(row) for row in table.select(list(DECODED_COLUMNS)).to_pylist()]
+class MalformedCompactRow(ValueError):
+    """A compact row whose byte columns do not hold what its token and nucleus counts say."""
+
+
+def decode_table(table: pa.Table) -> targets.DecodedRows:
+    """Targets of every compact row of a table, in one compiled pass over its byte columns: nucleus by descending
+    probability, distinct tail ids with weight count · W / S, padded like `targets.decode_table`."""
+    if not table.num_rows:
+        return targets.DecodedRows.empty()
+    table = table.combine_chunks()
+    tokens = pc.fill_null(table.column("num_tokens"), 0).to_numpy().astype(np.int64)
+    params = table.column("compact_params").to_pylist()
+    configs = {p: CompactConfig(**json.loads(p)) for p in set(params)}
+    rows = [configs[p] for p in params]
+    counts, counts_start = targets.binary_values(table.column("nucleus_counts"))
+    n = int(tokens.sum())
+    token_counts = counts[counts_start[0]: counts_start[-1]].astype(np.int64)
+    width = int(token_counts.max(initial=0))
+    stride = max(c.tail_samples for c in rows)
+    blocks = targets.BLOCKS
+    out = targets.Targets(
+        *(torch.from_numpy(blocks.empty((n, width), dtype)) for dtype in (np.int64, np.float32, np.bool_)),
+        *(torch.from_numpy(blocks.empty((n, stride), dtype)) for dtype in (np.int64, np.float32, np.float32)),
+        labels=torch.from_numpy(pc.list_flatten(table.column("response_token_ids")).to_numpy().astype(np.int64)))
+    distinct = np.zeros(n, np.int64)
+    bad = _kernels.decode_compact(
+        tokens, np.array([c.tail_samples for c in rows], np.int64), np.array([c.nucleus_step for c in rows]),
+        np.array([c.tail_step for c in rows]), counts, counts_start,
+        *targets.binary_values(table.column("probs")), *targets.binary_values(table.column("ids")),
+        *targets.binary_values(table.column("codes")),
+        out.nucleus_ids.numpy(), out.nucleus_logprobs.numpy(), out.nucleus_mask.numpy(), out.tail_ids.numpy(),
+        out.tail_logprobs.numpy(), out.tail_weights.numpy(), distinct, np.empty(max(width, 1), np.int64))
+    if bad >= 0:
+        name = table.column("prompt_id")[bad].as_py() if "prompt_id" in table.column_names else bad
+        raise MalformedCompactRow(f"compact row {name}: its nucleus_counts / probs / ids / codes bytes do not hold "
+                                  f"{tokens[bad]} tokens of this layout: re-encode it from its card-layout row")
+    if len(out.labels) != n:
+        raise MalformedCompactRow(f"compact rows hold {len(out.labels)} response_token_ids for {n} tokens: "
+                                  "re-encode them from their card-layout rows")
+    return targets.DecodedRows(out, tokens, token_counts, distinct)

@@ -12,6 +12,8 @@ weights are flat in the same order.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -41,11 +43,11 @@ class Profile:
 
     table: str
     columns: tuple[str, ...]
-    decode: Callable[[pa.Table], list[targets.Targets]]
+    decode: Callable[[pa.Table], targets.DecodedRows]
 
 
 PROFILES = {
-    "card": Profile(SHARDS, tuple(TRAINING_COLUMNS), targets.from_table),
+    "card": Profile(SHARDS, tuple(TRAINING_COLUMNS), targets.decode_table),
     "compact": Profile("compact_logit_shards", ("prompt_id", "prompt_token_ids", "spans", *compact.DECODED_COLUMNS),
                        compact.decode_table),
 }
@@ -93,7 +95,7 @@ def example_from_row(row: Mapping, channel_weights: Mapping[str, float] | None =
 def examples_from_table(table: pa.Table, channel_weights: Mapping[str, float] | None = None,
                         with_targets: bool = True, profile: str = "card") -> list[Example]:
     """Examples of every row of a table of `profile`, the targets decoded in one batch."""
-    decoded = PROFILES[profile].decode(table) if with_targets else [None] * table.num_rows
+    decoded = PROFILES[profile].decode(table).rows() if with_targets else [None] * table.num_rows
     light = table.select([c for c in ("prompt_id", "prompt_token_ids", "response_token_ids", "spans")
                           if c in table.column_names]).to_pylist()
     return [_example(row, channel_weights, t) for row, t in zip(light, decoded)]
@@ -173,10 +175,20 @@ class ManifestDataset(IterableDataset):
         self.with_targets, self.channel_weights, self.profile = with_targets, channel_weights, profile
 
     def __iter__(self) -> Iterator[Example]:
-        order = manifest_order(self.store, self.phase, self.round)
-        tables = shard_tables(self.store, order[: self.limit] if self.limit else order, self.profile)
-        return (example for table in tables
+        return (example for table in self._tables()
                 for example in examples_from_table(table, self.channel_weights, self.with_targets, self.profile))
+
+    def batches(self, batch_size: int, pad_id: int = 0, prefetch: int = 64) -> Iterator[Batch]:
+        """The stream as training batches, decoded a chunk at a time (`table_batches`) on a background thread up to
+        `prefetch` batches ahead (0: in the caller's thread): the fast path of `prism distill`, equal to
+        `batches(iter(self), batch_size, pad_id)`."""
+        stream = table_batches(self._tables(), batch_size, self.profile, self.with_targets, self.channel_weights,
+                               pad_id)
+        return prefetched(stream, prefetch) if prefetch else stream
+
+    def _tables(self) -> Iterator[pa.Table]:
+        order = manifest_order(self.store, self.phase, self.round)
+        return shard_tables(self.store, order[: self.limit] if self.limit else order, self.profile)
 
 
 def batches(examples: Iterable[Example], batch_size: int, pad_id: int = 0) -> Iterator[Batch]:
@@ -189,3 +201,137 @@ def batches(examples: Iterable[Example], batch_size: int, pad_id: int = 0) -> It
             group = []
     if group:
         yield collate(group, pad_id)
+
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+_END = object()
+
+
+def prefetched(items: Iterator, depth: int) -> Iterator:
+    """`items`, produced on a background thread up to `depth` ahead, so reading and decoding the next batches
+    overlaps the training step (DuckDB and the decode kernels release the GIL). An error in the producer is raised
+    in the consumer; a consumer that stops early stops the producer and closes `items`."""
+    ready: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which raises it
+            put(_Failed(error))
+        finally:
+            if hasattr(items, "close"):
+                items.close()
+
+    thread = threading.Thread(target=produce, name="prism-loader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def table_batches(tables: Iterable[pa.Table], batch_size: int, profile: str = "card", with_targets: bool = True,
+                  channel_weights: Mapping[str, float] | None = None, pad_id: int = 0) -> Iterator[Batch]:
+    """Consecutive rows of a stream of tables (`shard_tables`) as batches, equal to `batches` over their Examples.
+
+    Why not Examples: a chunk decodes in one compiled pass (millions of tokens/s), and then building an Example per
+    row (Arrow → Python lists, a channel-weight tensor per row) and re-padding each batch would cost more than the
+    decode. Here each chunk's token ids, channel weights and targets are decoded once, flat, and a batch is a view
+    of a run of rows; rows left over at the end of a chunk join the next one."""
+    leftover: pa.Table | None = None
+    for table in tables:
+        if leftover is not None:
+            table = pa.concat_tables([leftover, table.cast(leftover.schema)])
+        whole = table.num_rows - table.num_rows % batch_size
+        if whole:
+            yield from _chunk_batches(table.slice(0, whole), batch_size, profile, with_targets, channel_weights,
+                                      pad_id)
+        leftover = table.slice(whole) if whole < table.num_rows else None
+    if leftover is not None:
+        yield from _chunk_batches(leftover, batch_size, profile, with_targets, channel_weights, pad_id)
+
+
+def _chunk_batches(table: pa.Table, batch_size: int, profile: str, with_targets: bool,
+                   channel_weights: Mapping[str, float] | None, pad_id: int) -> Iterator[Batch]:
+    table = table.combine_chunks()
+    decoded = PROFILES[profile].decode(table) if with_targets else None
+    prompts, prompt_lengths = _token_lists(table.column("prompt_token_ids"))
+    responses, response_lengths = _token_lists(table.column("response_token_ids"))
+    weights = torch.from_numpy(_channel_weights(table, response_lengths, channel_weights))
+    prompt_starts = np.cumsum(prompt_lengths) - prompt_lengths
+    response_ends = np.cumsum(response_lengths)
+    response_starts = response_ends - response_lengths
+    ids = table.column("prompt_id").to_pylist()
+    for first in range(0, table.num_rows, batch_size):
+        end = min(first + batch_size, table.num_rows)
+        lengths = prompt_lengths[first:end] + response_lengths[first:end]
+        width = int(lengths.max())
+        input_ids = np.full((end - first, width), pad_id, dtype=np.int64)
+        for row, source in enumerate(range(first, end)):
+            p, r = prompt_lengths[source], response_lengths[source]
+            input_ids[row, :p] = prompts[prompt_starts[source]: prompt_starts[source] + p]
+            input_ids[row, p: p + r] = responses[response_starts[source]: response_ends[source]]
+        # the logits at position i predict token i + 1: a row's response is predicted from prompt_len - 1 on
+        rows = np.repeat(np.arange(end - first), response_lengths[first:end])
+        place = np.arange(len(rows)) - np.repeat(response_starts[first:end] - response_starts[first],
+                                                 response_lengths[first:end])
+        positions = rows * width + prompt_lengths[first:end][rows] - 1 + place
+        a, b = int(response_starts[first]), int(response_ends[end - 1])
+        yield Batch(input_ids=torch.from_numpy(input_ids),
+                    attention_mask=torch.from_numpy((np.arange(width) < lengths[:, None]).astype(np.int64)),
+                    positions=torch.from_numpy(positions), weights=weights[a:b],
+                    labels=torch.from_numpy(responses[a:b].astype(np.int64)),
+                    targets=None if decoded is None else decoded.span(first, end), prompt_ids=ids[first:end])
+
+
+def _token_lists(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """A list<int> column's values, flat, and each row's length."""
+    return (pc.list_flatten(column).to_numpy().astype(np.int64, copy=False),
+            pc.list_value_length(column).fill_null(0).to_numpy().astype(np.int64))
+
+
+def _channel_weights(table: pa.Table, response_lengths: np.ndarray, weights: Mapping[str, float] | None
+                     ) -> np.ndarray:
+    """`losses.channel_weights` of every row, flat: each span's positions get its channel's weight (later spans
+    win, as there), the rest 1."""
+    out = np.ones(int(response_lengths.sum()), np.float32)
+    if not weights or "spans" not in table.column_names:
+        return out
+    spans = table.column("spans").combine_chunks()
+    flat = pc.list_flatten(spans)
+    if not len(flat):
+        return out
+    channel = flat.field("channel").to_pylist()  # a few spans per row
+    span_weight = np.array([weights.get(c, 1.0) for c in channel], np.float32)
+    row = np.repeat(np.arange(table.num_rows), pc.list_value_length(spans).fill_null(0).to_numpy())
+    start = np.minimum(flat.field("start").to_numpy(zero_copy_only=False), response_lengths[row])
+    end = np.clip(flat.field("end").to_numpy(zero_copy_only=False), start, response_lengths[row])
+    lengths = (end - start).astype(np.int64)
+    base = (np.cumsum(response_lengths) - response_lengths)[row] + start
+    positions = np.repeat(base, lengths) + np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[positions] = np.repeat(span_weight, lengths)
+    return out

@@ -62,8 +62,8 @@ def run(store: Lakehouse, config: DistillConfig, phase: str = "P1", round_: int 
     stored = PROFILES[config.profile].table
     dataset = ManifestDataset(store, phase, round_, with_targets=config.signal == "shards",
                               channel_weights=config.channel_weights, profile=config.profile)
-    curve = train(student, dataset.__iter__, config, heldout,
-                  online_logits(teacher) if config.signal == "online" else None, teacher.pad_id, log)
+    curve = train(student, lambda: dataset.batches(config.batch_size, teacher.pad_id), config, heldout,
+                  online_logits(teacher) if config.signal == "online" else None, log)
     inputs = {"phase": phase, "round": round_, "student": student_model or f"pruned-{student_layers}",
               "teacher": teacher.teacher_id, "manifest_version": store.table("sampling_manifest").version(),
               "shards_version": store.table(stored).version() if config.signal == "shards" else None}

@@ -10,6 +10,8 @@ reader's `tail_importance_weights`, computed for all tokens at once instead of p
 from __future__ import annotations
 
 import json
+import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 
@@ -19,7 +21,8 @@ import pyarrow.compute as pc
 import torch
 
 from prism_assets.core.contracts import TEACHER_LOGITS
-from prism_assets.teacher.logits import codec, validate
+from prism_assets.distill import _kernels
+from prism_assets.teacher.logits import validate
 from prism_assets.teacher.logits.capture import Captured
 
 
@@ -130,42 +133,116 @@ def from_row(row: Mapping) -> Targets:
 
 
 def from_table(table: pa.Table) -> list[Targets]:
-    """Targets of every card-layout row of an Arrow table, decoded in one pass over its flattened columns.
+    """Targets of every card-layout row of an Arrow table, each a view of one decoded block (`decode_table`)."""
+    return decode_table(table).rows()
 
-    Why batch: per-row decoding from Python lists tops out at tens of thousands of tokens/s; a GPU student
-    needs millions. Each column is flattened once, the 18-bit ids unpacked with per-row byte offsets, and
-    the per-row `Targets` are views of one padded result. Rows exported without `sampled_log_z` fall back
-    to the reader's t = 1 weights (1 − nucleus mass) / S; `capture_params` gives each row's tail temperature.
+
+@dataclass
+class DecodedRows:
+    """Targets of consecutive rows decoded together: every token of the rows in order, padded to the widest
+    nucleus and tail among them; a row or a run of rows is a view trimmed to its own widths."""
+
+    targets: Targets
+    tokens: np.ndarray  # [rows] response tokens per row
+    nucleus_counts: np.ndarray  # [tokens] nucleus size per token
+    tail_counts: np.ndarray  # [tokens] tail entries per token
+
+    def __post_init__(self):
+        self._starts = np.r_[0, np.cumsum(self.tokens)]  # each row's first token
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @staticmethod
+    def empty() -> DecodedRows:
+        none = np.zeros(0, np.int64)
+        return DecodedRows(assemble(none, none, none, none.reshape(0, 0), none.reshape(0, 0), none.reshape(0, 0),
+                                    []), none, none, none)
+
+    def rows(self) -> list[Targets]:
+        return self.targets.split(self.tokens, self.nucleus_counts, self.tail_counts)
+
+    def span(self, first: int, end: int) -> Targets:
+        """The tokens of rows [first, end) as one Targets, as wide as their longest nucleus and tail (what
+        `Targets.cat` of those rows gives, without a copy)."""
+        a, b = int(self._starts[first]), int(self._starts[end])
+        k = int(self.nucleus_counts[a:b].max(initial=0))
+        s = int(self.tail_counts[a:b].max(initial=0))
+        t = self.targets
+        return Targets(t.nucleus_ids[a:b, :k], t.nucleus_logprobs[a:b, :k], t.nucleus_mask[a:b, :k],
+                       t.tail_ids[a:b, :s], t.tail_logprobs[a:b, :s], t.tail_weights[a:b, :s], t.labels[a:b])
+
+
+class BlockPool:
+    """Output memory of earlier decodes, handed out again once nothing refers to it any more.
+
+    Why: fresh memory costs the kernel a page fault and the OS's zero fill on first touch, half of the decode
+    time; the loader decodes chunk after chunk of the same size and drops each after its batches, so the blocks
+    cycle. A block is free when only the pool holds it: every tensor or array view of it keeps its numpy base
+    alive, so its reference count says whether any batch still uses it.
+    """
+
+    def __init__(self, keep: int = 18):  # three chunks: one in training, one queued, one decoding
+        self.keep = keep
+        self._blocks: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def empty(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        size = int(np.prod(shape))
+        with self._lock:
+            for block in self._blocks:
+                # free: referenced by the list, this loop's variable and getrefcount's argument only
+                if block.dtype == dtype and block.size >= size and sys.getrefcount(block) == 3:
+                    return block[:size].reshape(shape)
+            # room for the next chunks of about this size (token counts vary from chunk to chunk)
+            block = np.empty(size + (size >> 3), dtype)
+            self._blocks = self._blocks[-(self.keep - 1):] + [block]  # a forgotten block in use lives on in its users
+            return block[:size].reshape(shape)
+
+
+BLOCKS = BlockPool()
+
+
+def decode_table(table: pa.Table) -> DecodedRows:
+    """Decode every card-layout row of an Arrow table in one compiled pass over its flat Arrow buffers.
+
+    Why compiled: a GPU student consumes millions of target tokens per second, and numpy's whole-array passes
+    (one per step: unpack the 18-bit ids, dequantize, subtract logsumexp, weight the tail, pad) move each of a
+    token's ~80 entries through memory a dozen times. `_kernels.decode_card` reads each stored entry once and writes it
+    straight into its padded place. Rows exported without `sampled_log_z` fall back to the reader's t = 1
+    weights (1 − nucleus mass) / S; `capture_params` gives each row's tail temperature.
     """
     if not table.num_rows:
-        return []
+        return DecodedRows.empty()
     validate.check(table)
     table = table.combine_chunks()
-    n_per_row = table.column("num_tokens").to_numpy(zero_copy_only=False).astype(np.int64)
+    n_per_row = _flat_values(table.column("num_tokens")).astype(np.int64)
     n = int(n_per_row.sum())
-    token_row = np.repeat(np.arange(table.num_rows), n_per_row)
-    counts = _flat(table, "top_counts", np.int64)
-    lse = _flat(table, "logsumexp", np.float64)
-    top_token = np.repeat(np.arange(n), counts)
-    top_logprobs = codec.dequantize(_flat(table, "top_logits_quantized", np.float32),
-                                    _flat(table, "top_min", np.float32)[top_token],
-                                    _flat(table, "top_max", np.float32)[top_token]) - lse[top_token]
-
+    counts = _flat(table, "top_counts")
     tail_lengths = _lengths(table, "sampled_indices_low")
     strides = tail_lengths // np.maximum(n_per_row, 1)
-    token_stride = strides[token_row]
-    tail_token = np.repeat(np.arange(n), token_stride)
-    flat_tail_logprobs = codec.dequantize(_flat(table, "sampled_logits_quantized", np.float32),
-                                          _flat(table, "sampled_min", np.float32)[tail_token],
-                                          _flat(table, "sampled_max", np.float32)[tail_token]) - lse[tail_token]
-    tail_ids, _ = padded(token_stride, _unpack_ids(table, "sampled"))
-    tail_logprobs, tail_mask = padded(token_stride, flat_tail_logprobs)
-
-    temperature, log_z = _tail_proposal(table, n_per_row, top_token, top_logprobs, n)
-    weights = _importance_weights(tail_logprobs, log_z, temperature[:, None], np.maximum(token_stride, 1)[:, None])
-    flat = assemble(counts, _unpack_ids(table, "top"), top_logprobs, tail_ids, tail_logprobs,
-                    np.where(tail_mask, weights, 0.0), _flat(table, "response_token_ids", np.int64))
-    return flat.split(n_per_row, counts, token_stride)
+    width = int(counts.max(initial=0))
+    stride = int(strides.max(initial=0))
+    nucleus_ids = BLOCKS.empty((n, width), np.int64)
+    nucleus_logprobs = BLOCKS.empty((n, width), np.float32)
+    nucleus_mask = BLOCKS.empty((n, width), np.bool_)
+    tail_ids = BLOCKS.empty((n, stride), np.int64)
+    tail_logprobs = BLOCKS.empty((n, stride), np.float32)
+    tail_weights = BLOCKS.empty((n, stride), np.float32)
+    has_z, log_z = _stored_log_z(table)
+    _kernels.decode_card(
+        n_per_row, counts, _flat(table, "top_indices_low"), *_high_bytes(table, "top"),
+        _flat(table, "top_logits_quantized"), _flat(table, "top_min"), _flat(table, "top_max"),
+        strides, _flat(table, "sampled_indices_low"), *_high_bytes(table, "sampled"),
+        _flat(table, "sampled_logits_quantized"), _flat(table, "sampled_min"), _flat(table, "sampled_max"),
+        _flat(table, "logsumexp"), has_z, log_z, _tail_temperatures(table, has_z),
+        nucleus_ids, nucleus_logprobs, nucleus_mask, tail_ids, tail_logprobs, tail_weights)
+    decoded = Targets(
+        nucleus_ids=torch.from_numpy(nucleus_ids), nucleus_logprobs=torch.from_numpy(nucleus_logprobs),
+        nucleus_mask=torch.from_numpy(nucleus_mask), tail_ids=torch.from_numpy(tail_ids),
+        tail_logprobs=torch.from_numpy(tail_logprobs), tail_weights=torch.from_numpy(tail_weights),
+        labels=torch.from_numpy(_flat(table, "response_token_ids").astype(np.int64)))
+    return DecodedRows(decoded, n_per_row, counts, np.repeat(strides, n_per_row))
 
 
 DECODED_COLUMNS = (
@@ -175,46 +252,48 @@ DECODED_COLUMNS = (
 )
 
 
+def _flat_values(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return column.to_numpy(zero_copy_only=False) if isinstance(column, pa.Array) else column.to_numpy()
+
+
 def _lengths(table: pa.Table, name: str) -> np.ndarray:
     return pc.list_value_length(table.column(name)).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _flat(table: pa.Table, name: str, dtype) -> np.ndarray:
-    return pc.list_flatten(table.column(name)).to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+def _flat(table: pa.Table, name: str) -> np.ndarray:
+    """A list column's values, flat, in their stored dtype (no copy where Arrow's buffer allows)."""
+    return _flat_values(pc.list_flatten(table.column(name)))
 
 
-def _unpack_ids(table: pa.Table, prefix: str) -> np.ndarray:
-    """The 18-bit ids of a `<prefix>_indices_low` / `_high` pair: every row's high bytes hold its own ids four
-    per byte, so the 2-bit values are gathered at 4 × the row's byte offset + the id's place in the row."""
-    low = _flat(table, f"{prefix}_indices_low", np.int64)
-    lengths = _lengths(table, f"{prefix}_indices_low")
-    high = table.column(f"{prefix}_indices_high").chunk(0).cast(pa.large_binary())
-    offsets = np.frombuffer(high.buffers()[1], dtype=np.int64)[high.offset: high.offset + len(high) + 1]
-    data = np.frombuffer(high.buffers()[2], dtype=np.uint8)[offsets[0]: offsets[-1]] if offsets[-1] else \
-        np.zeros(0, np.uint8)
-    two_bits = ((data[:, None] >> np.array([0, 2, 4, 6], np.uint8)) & 0x03).ravel()
-    place = np.arange(len(low)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return low | two_bits[np.repeat(4 * (offsets[:-1] - offsets[0]), lengths) + place].astype(np.int64) << 16
+def binary_values(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """A binary column's bytes, all rows (no copy), and where each row's begin and end ([rows + 1] offsets)."""
+    values = column.combine_chunks().cast(pa.large_binary())
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[values.offset: values.offset + len(values) + 1]
+    data = np.frombuffer(values.buffers()[2], dtype=np.uint8) if values.buffers()[2] is not None else \
+        np.zeros(1, np.uint8)
+    return (data if len(data) else np.zeros(1, np.uint8)), offsets
 
 
-def _tail_proposal(table: pa.Table, n_per_row: np.ndarray, top_token: np.ndarray, top_logprobs: np.ndarray,
-                   n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per token: the tail temperature t and log Z of the proposal q ∝ p^(1/t) (rows without `sampled_log_z`:
-    t = 1 and Z = 1 − nucleus mass)."""
+def _high_bytes(table: pa.Table, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """The packed 2-bit high parts of `<prefix>_indices_low`: all rows' bytes, and where each row's begin."""
+    data, offsets = binary_values(table.column(f"{prefix}_indices_high"))
+    return data, offsets[:-1]
+
+
+def _stored_log_z(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows store `sampled_log_z`, and the stored values of those rows, flat."""
+    if "sampled_log_z" not in table.column_names:
+        return np.zeros(table.num_rows, np.bool_), np.zeros(0, np.float32)
+    stored = table.column("sampled_log_z")
+    return stored.is_valid().to_numpy(zero_copy_only=False), _flat(table, "sampled_log_z")
+
+
+def _tail_temperatures(table: pa.Table, has_z: np.ndarray) -> np.ndarray:
+    """Each row's tail temperature t (q ∝ p^(1/t)); 1 where the row has no `sampled_log_z`."""
     params = table.column("capture_params").to_pylist() if "capture_params" in table.column_names else \
         [None] * table.num_rows
-    stored = table.column("sampled_log_z") if "sampled_log_z" in table.column_names else \
-        pa.nulls(table.num_rows, pa.list_(pa.float32()))
-    has_z = stored.is_valid().to_numpy(zero_copy_only=False)
     temperatures = {p: json.loads(p or "{}").get("tail_temperature", 1.0) for p in set(params)}
-    row_temperature = np.array([temperatures[p] if z else 1.0 for p, z in zip(params, has_z)])
-    token_has_z = np.repeat(has_z, n_per_row)
-    log_z = np.zeros(n)
-    log_z[token_has_z] = pc.list_flatten(stored.filter(pa.array(has_z))).to_numpy(zero_copy_only=False)
-    mass = np.bincount(top_token, weights=np.exp(top_logprobs), minlength=n)
-    with np.errstate(divide="ignore"):
-        log_z[~token_has_z] = np.log(np.clip(1 - mass[~token_has_z], 0, None))
-    return np.repeat(row_temperature, n_per_row), log_z
+    return np.array([temperatures[p] if z else 1.0 for p, z in zip(params, has_z)], np.float64)
 
 
 def from_captured(captured: Captured, labels: Sequence[int], tail_temperature: float = 1.0) -> Targets:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from prism_assets.distill import losses, targets
-from prism_assets.distill.loader import PROFILES, Batch, Example, batches
+from prism_assets.distill.loader import PROFILES, Batch, Example
 from prism_assets.teacher.logits import capture as logit_capture
 
 SIGNALS = ("online", "shards")
@@ -155,25 +155,26 @@ def online_logits(teacher) -> Callable[[Batch], torch.Tensor]:
     return logits
 
 
-def train(student, examples: Callable[[], Iterable[Example]], config: DistillConfig, heldout: HeldOut,
-          teacher_logits: Callable[[Batch], torch.Tensor] | None = None, pad_id: int = 0,
+def train(student, stream: Callable[[], Iterable[Batch]], config: DistillConfig, heldout: HeldOut,
+          teacher_logits: Callable[[Batch], torch.Tensor] | None = None,
           log: Callable[[str], None] = print) -> list[CurvePoint]:
-    """Train `student` for `config.steps` batches of the stream `examples()` opens (reopened when it ends before
-    the last step) and return the held-out curve, measured before the first step, every `eval_every` steps and
-    after the last. The online signal reads the teacher's full logits of each batch from `teacher_logits`
-    (`online_logits(teacher)`, or a cache of the same values)."""
+    """Train `student` for `config.steps` batches of the stream `stream()` opens (`ManifestDataset.batches`, or
+    `loader.batches` over a list of Examples; reopened when it ends before the last step) and return the held-out
+    curve, measured before the first step, every `eval_every` steps and after the last. The online signal reads the
+    teacher's full logits of each batch from `teacher_logits` (`online_logits(teacher)`, or a cache of the same
+    values)."""
     if config.signal == "online" and teacher_logits is None:
         raise ValueError("the online signal needs the teacher's logits (teacher_logits=online_logits(teacher))")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    stream = _repeated(examples, config.batch_size, pad_id)
+    batches = _repeated(stream)
     started, tokens, running = time.monotonic(), 0, []
     curve = [CurvePoint(0, 0, float("nan"), heldout.kl(student), 0.0)]
     log(f"step 0: held-out KL {curve[0].heldout_kl:.4f}")
     student.train()
     for step in range(1, config.steps + 1):
-        batch = next(stream)
+        batch = next(batches)
         dense = teacher_logits(batch) if config.signal == "online" else None
         loss = batch_loss(position_logits(student, batch), batch, config, dense, generator)
         optimizer.zero_grad(set_to_none=True)
@@ -196,11 +197,11 @@ def train(student, examples: Callable[[], Iterable[Example]], config: DistillCon
     return curve
 
 
-def _repeated(examples: Callable[[], Iterable[Example]], batch_size: int, pad_id: int) -> Iterator[Batch]:
+def _repeated(stream: Callable[[], Iterable[Batch]]) -> Iterator[Batch]:
     """Batches of the stream, from the start again each time it ends (epochs over a short stream)."""
     while True:
         empty = True
-        for batch in batches(examples(), batch_size, pad_id):
+        for batch in stream():
             empty = False
             yield batch
         if empty:

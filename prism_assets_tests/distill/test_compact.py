@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 import torch
 
 from prism_assets.core.contracts import COMPACT_LOGITS
-from prism_assets.distill import compact
+from prism_assets.distill import _kernels, compact
 from prism_assets.distill.compact import CompactConfig
 from prism_assets.distill.targets import from_row
 from prism_assets_tests.distill.synthetic import card_row, realistic_logits
@@ -91,5 +92,24 @@ def test_edge_cases_empty_rows_wide_vocabularies_and_nothing_left_to_sample():
 
 def test_varints_round_trip():
     values = np.array([0, 1, 127, 128, 16383, 16384, (1 << 21) - 1, 1 << 21, (1 << 28) + 5])
-    assert compact._unvarints(compact._varints(values)).tolist() == values.tolist()
+    data = np.frombuffer(compact._varints(values), np.uint8)
+    read, position = [], 0
+    while position < len(data):
+        value, position = _kernels.read_varint(data, position, len(data))
+        read.append(value)
+    assert read == values.tolist()
+    assert _kernels.read_varint(data[:1], 0, 1)[0] == 0 and _kernels.read_varint(data[3:4], 0, 1)[0] == -1  # cut off
     assert len(compact._varints(np.array([0, 127, 128, 16384]))) == 1 + 1 + 2 + 3
+
+
+def test_rows_whose_bytes_disagree_with_their_counts_are_refused_by_name():
+    _, row = card_row(realistic_logits(6, seed=8))
+    encoded = compact.encode(from_row(row))
+    table = pa.Table.from_pylist([{**encoded, "prompt_id": "ok"}, {**encoded, "prompt_id": "cut", "ids":
+                                  encoded["ids"][:-3]}], schema_of({**encoded, "prompt_id": ""}))
+    with pytest.raises(compact.MalformedCompactRow, match="compact row cut"):
+        compact.decode_table(table)
+    short = table.slice(0, 1).set_column(table.schema.get_field_index("codes"), "codes",
+                                         pa.array([encoded["codes"][:-1]], pa.binary()))
+    with pytest.raises(compact.MalformedCompactRow, match="compact row ok"):
+        compact.decode_table(short)

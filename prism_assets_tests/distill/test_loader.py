@@ -3,10 +3,12 @@ describe, whatever the prompt lengths of its batch-mates."""
 
 import numpy as np
 import pyarrow as pa
+import pytest
 import torch
 
-from prism_assets.core.contracts import TEACHER_LOGITS
+from prism_assets.core.contracts import COMPACT_LOGITS, TEACHER_LOGITS
 from prism_assets.core.storage import Lakehouse
+from prism_assets.distill import compact
 from prism_assets.distill.loader import (
     SHARDS,
     TRAINING_COLUMNS,
@@ -14,7 +16,9 @@ from prism_assets.distill.loader import (
     collate,
     example_from_row,
     examples_from_table,
+    prefetched,
     shard_tables,
+    table_batches,
 )
 from prism_assets.distill.targets import from_row
 from prism_assets_tests.distill.synthetic import card_row, realistic_logits
@@ -83,3 +87,63 @@ def test_shard_rows_come_in_stream_order_with_repeats_across_files(tmp_path):
         expected = from_row(by_id[example.prompt_id])
         assert torch.equal(example.targets.nucleus_ids, expected.nucleus_ids)
         assert torch.equal(example.targets.labels, expected.labels)
+
+
+def assert_same_batch(fast, slow):
+    for name in ("input_ids", "attention_mask", "positions", "weights", "labels"):
+        assert torch.equal(getattr(fast, name), getattr(slow, name)), name
+    assert fast.prompt_ids == slow.prompt_ids
+    assert (fast.targets is None) == (slow.targets is None)
+    if slow.targets is not None:
+        for name in ("nucleus_ids", "nucleus_logprobs", "nucleus_mask", "tail_ids", "tail_logprobs", "tail_weights",
+                     "labels"):
+            assert torch.equal(getattr(fast.targets, name), getattr(slow.targets, name)), name
+
+
+def test_chunk_batches_equal_batches_of_examples_across_chunk_boundaries():
+    """The training path (each chunk decoded once, a batch a view of a run of rows) gives the same batches as
+    Examples collated one by one: batches that straddle chunks, a last short batch, channel weights on spans that
+    overrun the response, the compact profile, and the online signal without targets."""
+    stored = rows([(5, 3), (2, 4), (7, 1), (3, 6), (1, 2), (4, 5), (6, 3)])
+    stored[2]["spans"] = [{"channel": "analysis", "start": 0, "end": 9}]  # beyond the response: clipped
+    stored[4]["spans"] = []
+    card = pa.Table.from_pylist(stored, pa.schema([TEACHER_LOGITS.field(c) for c in TRAINING_COLUMNS]))
+    small = compact.encode_table(card.append_column("shard", pa.array(["0"] * len(stored))).append_column(
+        "teacher_id", pa.array(["t"] * len(stored))))
+    weights = {"analysis": 0.25, "final": 2.0}
+    for profile, table in (("card", card), ("compact", small)):
+        for with_targets in (True, False):
+            chunks = [table.slice(0, 3), table.slice(3, 1), table.slice(4)]  # 3 + 1 + 3 rows, batches of 2
+            fast = list(table_batches(chunks, 2, profile, with_targets, weights, pad_id=7))
+            slow = list(batches(examples_from_table(table, weights, with_targets, profile), 2, pad_id=7))
+            assert [b.prompt_ids for b in fast] == [["p0", "p1"], ["p2", "p3"], ["p4", "p5"], ["p6"]]
+            for f, s in zip(fast, slow, strict=True):
+                assert_same_batch(f, s)
+    assert small.schema == COMPACT_LOGITS
+
+
+def test_prefetching_keeps_order_raises_the_producers_error_and_stops_with_the_consumer():
+    assert list(prefetched(iter(range(100)), 3)) == list(range(100))
+
+    def failing():
+        yield 1
+        raise ValueError("shard 007 is unreadable")
+
+    with pytest.raises(ValueError, match="shard 007"):
+        list(prefetched(failing(), 2))
+
+    closed = []
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.append(True)
+
+    stream = prefetched(endless(), 2)
+    assert [next(stream) for _ in range(5)] == [0, 1, 2, 3, 4]
+    stream.close()  # joins the producer, which closes its source
+    assert closed == [True]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -9,7 +11,7 @@ import torch
 
 from prism_assets.core.contracts import TEACHER_LOGITS
 from prism_assets.distill import losses
-from prism_assets.distill.targets import Targets, from_captured, from_row, from_table
+from prism_assets.distill.targets import BLOCKS, Targets, decode_table, from_captured, from_row, from_table
 from prism_assets.teacher.logits.capture import CaptureConfig
 from prism_assets.teacher.logits.reader import (
     dequantize_sampled_logits,
@@ -107,3 +109,21 @@ def test_a_batch_of_mixed_rows_decodes_as_each_row_alone():
             assert torch.equal(getattr(decoded, name), getattr(alone, name)), name
     assert batch[1].tail_ids.shape[1] == 8 and batch[3].tail_ids.shape[1] == 5
     assert batch[0].nucleus_ids[0, 0] == 65_600
+
+
+def test_decoded_memory_is_reused_only_once_nothing_refers_to_it():
+    _, row = card_row(realistic_logits(12, vocab=3000, seed=5))
+    table = pa.Table.from_pylist([through_arrow(row)], schema=pa.schema([TEACHER_LOGITS.field(k) for k in row]))
+    first = decode_table(table)
+    kept = first.rows()[0].nucleus_logprobs  # a view a batch would hold
+    expected = kept.clone()
+    second = decode_table(table.slice(0, 1))
+    assert kept.data_ptr() != second.targets.nucleus_logprobs.data_ptr()
+    second.targets.nucleus_logprobs.fill_(7.0)
+    assert torch.equal(kept, expected)  # never handed out while a view of it lives
+    def pointers(decoded):
+        return {getattr(decoded.targets, f.name).data_ptr() for f in fields(Targets) if f.name != "labels"}
+
+    del first, kept, second
+    pooled = {block.ctypes.data for block in BLOCKS._blocks}
+    assert pointers(decode_table(table)) <= pooled  # recycled once dropped: no new memory
