@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from prism_assets.core import duck
 from prism_assets.core.ids import prompt_id
 from prism_assets.curation.redundancy import clustering, dedup
-from prism_assets.curation.redundancy.embedders import get_embedder
+from prism_assets.curation.redundancy.embedders import embedding_tables, get_embedder
 from prism_assets_tests.conftest import GSM8K_FIRST
 
 
@@ -93,6 +94,18 @@ def test_lexical_embedder_is_deterministic_and_normalized():
     assert vectors.shape == (3, embedder.dim) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     assert vectors[0] @ vectors[1] > 0.9 > vectors[0] @ vectors[2]
     assert np.array_equal(vectors, get_embedder("lexical").embed(texts))
+
+
+def test_lexical_embeddings_over_worker_processes_equal_one_process_in_order():
+    texts = [f"Prompt {i}: how many apples are left after eating {i}?" for i in range(300)]
+    tables = [pa.table({"id": [f"p{i}" for i in range(start, start + 100)], "text": texts[start: start + 100]})
+              for start in range(0, 300, 100)]
+    alone = pa.concat_tables(embedding_tables(iter(tables), "s", "lexical", workers=1))
+    spread = pa.concat_tables(embedding_tables(iter(tables), "s", "lexical", workers=2))
+    assert spread.equals(alone) and alone.column("id").to_pylist() == [f"p{i}" for i in range(300)]
+    assert alone.schema.field("embedding").type == pa.list_(pa.float32())
+    matrix = np.stack(alone.column("embedding").to_numpy(zero_copy_only=False))
+    assert np.allclose(matrix, get_embedder("lexical").embed(texts), atol=1e-6)
 
 
 def test_planted_duplicates_are_found_across_sources(curated):

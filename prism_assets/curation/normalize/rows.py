@@ -8,13 +8,12 @@ worker processes; duplicate-id detection stays in the caller, in stream order.
 from __future__ import annotations
 
 import functools
-import multiprocessing
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from prism_assets.core import harmony
 from prism_assets.core.ids import prompt_id
+from prism_assets.core.parallel import ordered_map
 from prism_assets.curation.ingest.adapters import Rejected, adapt
 from prism_assets.curation.ingest.readers import parse_raw_text
 from prism_assets.curation.ingest.registry import Source
@@ -119,26 +118,13 @@ def normalize_stream(batches: Iterable[list[dict]], source: Source, config: Norm
                      workers: int = 1) -> Iterator[tuple[list[dict], list[dict]]]:
     """Normalize a stream of raw row batches, in order, optionally over worker processes."""
     seen: set[str] = set()
+    deduplicated = (split_duplicates(batch, seen) for batch in batches)
+    normalize = functools.partial(_normalize_fresh, source=source, config=config)
+    for (_, duplicates), (pool, quarantine) in ordered_map(normalize, deduplicated, workers,
+                                                           harmony.ensure_offline_vocab):
+        yield pool, quarantine + duplicates
 
-    def deduplicated() -> Iterator[tuple[list[dict], list[dict]]]:
-        for batch in batches:
-            yield split_duplicates(batch, seen)
 
-    if workers <= 1:
-        for fresh, duplicates in deduplicated():
-            pool, quarantine = normalize_rows(fresh, source, config)
-            yield pool, quarantine + duplicates
-        return
-    # spawn, not fork: the caller (a Dagster step, a web server) may run threads that fork would copy mid-state
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=harmony.ensure_offline_vocab) as executor:
-        pending = []
-        for fresh, duplicates in deduplicated():
-            pending.append((executor.submit(normalize_rows, fresh, source, config), duplicates))
-            if len(pending) > 2 * workers:
-                future, dups = pending.pop(0)
-                pool, quarantine = future.result()
-                yield pool, quarantine + dups
-        for future, dups in pending:
-            pool, quarantine = future.result()
-            yield pool, quarantine + dups
+def _normalize_fresh(batch: tuple[list[dict], list[dict]], source: Source, config: NormalizeConfig
+                     ) -> tuple[list[dict], list[dict]]:
+    return normalize_rows(batch[0], source, config)

@@ -41,6 +41,18 @@ class Clustering:
     semantic_duplicate_of: list[str | None]  # kept prompt id this row duplicates, or None
 
 
+def seed_centres(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k-means++ seeding with one candidate per centre (Arthur & Vassilvitskii's), on at most 3k rows (as
+    MiniBatchKMeans' own init does). scikit-learn's default tries 2 + ln k candidates per centre: with k in the
+    thousands that seeding was three quarters of the clustering time, for a start Lloyd's iterations refine anyway."""
+    rng = np.random.default_rng(seed)
+    rows = x if len(x) <= 3 * k else x[np.sort(rng.choice(len(x), 3 * k, replace=False))]
+    from sklearn.cluster import kmeans_plusplus
+
+    centres, _ = kmeans_plusplus(rows, k, random_state=seed, n_local_trials=1)
+    return centres
+
+
 def cluster(ids: list[str], embeddings: np.ndarray, seed: int = 0, semantic_threshold: float = 0.95) -> Clustering:
     """Cluster rows (ids sorted or not; the result is independent of input order)."""
     n = len(ids)
@@ -54,8 +66,9 @@ def cluster(ids: list[str], embeddings: np.ndarray, seed: int = 0, semantic_thre
     else:
         from sklearn.cluster import KMeans, MiniBatchKMeans
 
-        model = (MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=4096) if n > MINIBATCH_ABOVE
-                 else KMeans(n_clusters=k, random_state=seed, n_init=1))
+        centres = seed_centres(x, k, seed)
+        model = (MiniBatchKMeans(n_clusters=k, init=centres, n_init=1, random_state=seed, batch_size=4096)
+                 if n > MINIBATCH_ABOVE else KMeans(n_clusters=k, init=centres, n_init=1, random_state=seed))
         raw_labels = model.fit_predict(x)
         centroids = model.cluster_centers_
     # renumber clusters by their first (smallest-id) member: stable ids for the same inputs

@@ -18,12 +18,13 @@ import importlib.metadata
 import importlib.util
 import os
 import pickle
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
 
+from prism_assets.core.parallel import ordered_map
 from prism_assets.core.settings import CACHE_DIR
 
 
@@ -86,17 +87,18 @@ class LexicalEmbedder:
         reference = list(reference) if reference is not None else reference_corpus()
         key = hashlib.sha1(repr((dim, n_features, seed, len(reference))).encode()
                            + "\x00".join(reference).encode()).hexdigest()[:12]
-        self._idf, self._svd = _fitted_lexical_model(self._vectorizer, reference, dim, seed, key)
-        self.dim = int(self._svd.components_.shape[0])
+        self._idf, svd = _fitted_lexical_model(self._vectorizer, reference, dim, seed, key)
+        self._projection = np.ascontiguousarray(svd.components_.T, dtype=np.float32)  # TruncatedSVD.transform
+        self.dim = int(self._projection.shape[1])
         self.version = f"{self.name}-{self.dim}d-{key}"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         from sklearn.preprocessing import normalize
 
-        counts = self._vectorizer.transform(list(texts)).tocsr()
+        counts = self._vectorizer.transform(list(texts)).tocsr().astype(np.float32)
         counts.data = 1.0 + np.log(counts.data)  # sublinear tf
         weighted = normalize(counts.multiply(self._idf).tocsr())
-        return normalize(self._svd.transform(weighted)).astype(np.float32)
+        return normalize(weighted @ self._projection)  # float32 throughout: half the memory traffic of float64
 
 
 def _fitted_lexical_model(vectorizer, reference: list[str], dim: int, seed: int, key: str):
@@ -148,12 +150,22 @@ def get_embedder(kind: str, model: str | None = None) -> Embedder:
     return SentenceTransformerEmbedder(model) if kind == "minilm" else LexicalEmbedder()
 
 
-def embedding_table(texts: pa.Table, source: str, embedder: Embedder) -> pa.Table:
-    """prompt_embeddings rows of (id, text) prompts of one source."""
-    vectors = embedder.embed(texts.column("text").to_pylist())
-    n = texts.num_rows
-    return pa.table({
-        "id": texts.column("id"), "source_dataset": [source] * n,
-        "embedding": pa.array(list(vectors), pa.list_(pa.float32())),
-        "embedder": [embedder.name] * n, "embedder_version": [embedder.version] * n,
-    })
+def embedding_tables(texts: Iterable[pa.Table], source: str, kind: str, model: str | None = None,
+                     workers: int = 1) -> Iterator[pa.Table]:
+    """prompt_embeddings rows of a stream of (id, text) tables of one source, in order. The lexical embedder
+    runs over `workers` processes (it is single-threaded Python and sparse algebra); a model runs here, on
+    torch's own threads."""
+    embedder = get_embedder(kind, model)
+    embed = functools.partial(_embed_texts, kind=kind, model=model)
+    for table, vectors in ordered_map(embed, texts, workers if kind == "lexical" else 1):
+        n = table.num_rows
+        yield pa.table({
+            "id": table.column("id"), "source_dataset": [source] * n,
+            "embedding": pa.FixedSizeListArray.from_arrays(vectors.astype(np.float32).ravel(), embedder.dim).cast(
+                pa.list_(pa.float32())),
+            "embedder": [embedder.name] * n, "embedder_version": [embedder.version] * n,
+        })
+
+
+def _embed_texts(table: pa.Table, kind: str, model: str | None) -> np.ndarray:
+    return get_embedder(kind, model).embed(table.column("text").to_pylist())

@@ -1,5 +1,6 @@
 """redundancy: embeddings, exact + fuzzy duplicates across sources, clusters and diversity caps (spec §7)."""
 
+import os
 from collections import Counter
 from collections.abc import Iterator
 
@@ -17,7 +18,7 @@ from prism_assets.core.contracts import (
 )
 from prism_assets.core.report import counts_markdown, histogram_markdown, markdown_table
 from prism_assets.curation.redundancy import clustering, dedup
-from prism_assets.curation.redundancy.embedders import embedding_table, get_embedder
+from prism_assets.curation.redundancy.embedders import embedding_tables, get_embedder
 from prism_assets.curation.redundancy.inputs import MissingInput, pool_texts, representatives_of
 from prism_assets.defs.metadata import asset_attributes, partition_metadata, table_metadata
 from prism_assets.defs.partitions import Partitions
@@ -33,6 +34,9 @@ class EmbeddingConfig(dg.Config):
     )
     model: str | None = Field(
         default=None, description="Another sentence-transformers model id or folder, for embedder 'minilm'"
+    )
+    workers: int = Field(
+        default=0, description="Processes for the lexical embedder (0: one per core); 'minilm' uses torch's threads"
     )
 
 
@@ -77,11 +81,11 @@ def build(parts: Partitions) -> list:
         store = lakehouse.get()
         source = context.partition_key
         embedder = get_embedder(config.embedder, config.model)
+        workers = config.workers or os.cpu_count() or 1
         done = {"rows": 0}
 
         def batches() -> Iterator[pa.Table]:
-            for texts in pool_texts(store, source):
-                table = embedding_table(texts, source, embedder)
+            for table in embedding_tables(pool_texts(store, source), source, config.embedder, config.model, workers):
                 done["rows"] += table.num_rows
                 context.log.info(f"{source}: embedded {done['rows']:,} prompts with {embedder.version}")
                 yield table
