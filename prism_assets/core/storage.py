@@ -192,7 +192,10 @@ class Lakehouse:
         return int(pc.sum(records).as_py() or 0)
 
     def append(self, table: str, schema: pa.Schema, rows: pa.Table, partition_by: list[str]) -> Commit:
-        """Append rows in one commit (for logs such as run records); appends never conflict with each other."""
+        """Append rows in one commit (for logs such as run records); appends never conflict with each other, and
+        the table is created empty first, so two first appends on a fresh lakehouse both land."""
+        self._create_if_absent(table, schema, tuple(partition_by))
+        self._add_missing_columns(table, schema)
         token = uuid.uuid4().hex
         write_deltalake(self.uri(table), rows.select(schema.names).cast(schema), partition_by=partition_by,
                         mode="append", storage_options=self.storage_options,

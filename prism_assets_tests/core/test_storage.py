@@ -49,16 +49,22 @@ def test_a_crash_mid_write_keeps_the_last_committed_version(tmp_path):
 
 
 def write_concurrently(lakehouse: Lakehouse, rows_per_key: int, writes: int = 1, keys: str = "abcd",
-                       commits: list | None = None, make_rows=rows) -> list:
-    """One thread per partition key, released together, each replacing its partition `writes` times; the errors
-    (and each write's commit in `commits`)."""
+                       commits: list | None = None, make_rows=rows, append: bool = False) -> list:
+    """One thread per partition key, released together, each replacing its partition (or appending to the table)
+    `writes` times; the errors (and each write's commit in `commits`)."""
     start, errors = threading.Barrier(len(keys)), []
+
+    def write_once(key):
+        if append:
+            batches = make_rows(key, rows_per_key)()
+            return lakehouse.append("t", SCHEMA, pa.Table.from_batches(batches, SCHEMA), ["source_dataset"])
+        return lakehouse.replace_partition("t", SCHEMA, make_rows(key, rows_per_key), "source_dataset", key)
 
     def write(key):
         try:
             start.wait()
             for _ in range(writes):
-                commit = lakehouse.replace_partition("t", SCHEMA, make_rows(key, rows_per_key), "source_dataset", key)
+                commit = write_once(key)
                 if commits is not None:
                     commits.append(commit)
         except Exception as err:  # noqa: BLE001
@@ -109,6 +115,14 @@ def test_first_writers_of_a_new_table_never_drop_each_other(tmp_path, trial):
     lakehouse = Lakehouse(str(tmp_path))
     assert write_concurrently(lakehouse, 5) == []
     assert counts(lakehouse) == {k: 5 for k in "abcd"}
+
+
+@pytest.mark.parametrize("trial", range(4))
+def test_first_appends_to_a_new_table_never_fail_or_drop_each_other(tmp_path, trial):
+    """Run logs (`distill_runs`) are appended to: two runs finishing at once on a fresh lakehouse both land."""
+    lakehouse = Lakehouse(str(tmp_path))
+    assert write_concurrently(lakehouse, 3, writes=2, keys="aabc", append=True) == []
+    assert counts(lakehouse) == {"a": 12, "b": 6, "c": 6}
 
 
 def test_batches_are_cast_to_the_table_contract(tmp_path):
