@@ -1,6 +1,7 @@
 """The lakehouse on a real S3 API: moto's server (a separate process, started and stopped here) on loopback.
 Delta writes by many writers at once, time travel, staging files, table listing, DuckDB views and `prism sql`, and
-Dagster materializations of the first stages, with credentials only from storage options / the environment."""
+Dagster materializations of the first stages, the logit export and the training loader, with credentials only from
+storage options / the environment."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import threading
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
 
 from prism_assets.core import duck
 from prism_assets.core.storage import write_atomically
@@ -84,3 +87,36 @@ def test_dagster_materializes_ingest_and_normalization_on_s3(s3_lakehouse):
     assert store.row_count("raw_prompts") == 3 and store.row_count("prompt_pool") == 3
     evaluations = result.get_asset_check_evaluations()
     assert evaluations and all(e.passed for e in evaluations if e.severity == dg.AssetCheckSeverity.ERROR)
+
+
+def test_logit_export_and_the_loader_read_shards_on_s3(s3_lakehouse):
+    """The Prism export (parquet shard + dataset card) is written to the bucket, and the training loader reads the
+    shard back through DuckDB, decoded as the card row it stored."""
+    from prism_assets.core.contracts import TEACHER_LOGITS
+    from prism_assets.distill.loader import SHARDS, shard_tables, table_batches
+    from prism_assets.distill.targets import from_row
+    from prism_assets.teacher.logits.export import export_shard
+    from prism_assets_tests.distill.synthetic import card_row, realistic_logits
+    from prism_assets_tests.distill.test_targets import through_arrow
+
+    store = s3_lakehouse
+    stored = []
+    for i, tokens in enumerate((4, 6)):
+        row = through_arrow(card_row(realistic_logits(tokens, vocab=3000, seed=i), seed=i)[1])
+        row.update(prompt_id=f"p{i}", shard="000", teacher_id="teacher", prompt_token_ids=[1, 2, 3], spans=[])
+        stored.append({name: row.get(name) for name in TEACHER_LOGITS.names})
+    table = pa.Table.from_pylist(stored, TEACHER_LOGITS)
+    store.replace_partition(SHARDS, TEACHER_LOGITS, lambda: table.to_batches(), "shard", "000")
+
+    folder, rows, size = export_shard(store, "000")
+    filesystem, _ = store.filesystem()
+    with filesystem.open_input_file(f"{folder}/data/shard-000.parquet") as exported:
+        assert pq.read_table(exported).column("prompt_id").to_pylist() == ["p0", "p1"] and rows == 2
+    with filesystem.open_input_stream(f"{folder}/README.md") as card:
+        assert b"Dataset Card" in card.read() and size > 0
+
+    [batch] = list(table_batches(shard_tables(store, ["p1", "p0"]), batch_size=2))
+    assert batch.prompt_ids == ["p1", "p0"]
+    expected = [from_row(row) for row in (stored[1], stored[0])]
+    assert torch.equal(batch.targets.labels, torch.cat([t.labels for t in expected]))
+    assert torch.equal(batch.targets.nucleus_ids[:6, : expected[0].nucleus_ids.shape[1]], expected[0].nucleus_ids)
