@@ -191,8 +191,9 @@ class BlockPool:
         size = int(np.prod(shape))
         with self._lock:
             for block in self._blocks:
-                # free: referenced by the list, this loop's variable and getrefcount's argument only
-                if block.dtype == dtype and block.size >= size and sys.getrefcount(block) == 3:
+                # free: referenced by the list, this loop's variable and getrefcount's argument only; and not
+                # much larger than asked (a single row decoded after a chunk must not pin the chunk's memory)
+                if block.dtype == dtype and size <= block.size <= 2 * size + 4096 and sys.getrefcount(block) == 3:
                     return block[:size].reshape(shape)
             # room for the next chunks of about this size (token counts vary from chunk to chunk)
             block = np.empty(size + (size >> 3), dtype)
