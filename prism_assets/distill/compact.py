@@ -195,11 +195,7 @@ def decode_table(table: pa.Table) -> targets.DecodedRows:
     token_counts = counts[counts_start[0]: counts_start[-1]].astype(np.int64)
     width = int(token_counts.max(initial=0))
     stride = max(c.tail_samples for c in rows)
-    blocks = targets.BLOCKS
-    out = targets.Targets(
-        *(torch.from_numpy(blocks.empty((n, width), dtype)) for dtype in (np.int64, np.float32, np.bool_)),
-        *(torch.from_numpy(blocks.empty((n, stride), dtype)) for dtype in (np.int64, np.float32, np.float32)),
-        labels=torch.from_numpy(pc.list_flatten(table.column("response_token_ids")).to_numpy().astype(np.int64)))
+    out = targets.pooled_targets(n, width, stride, pc.list_flatten(table.column("response_token_ids")).to_numpy())
     distinct = np.zeros(n, np.int64)
     bad = _kernels.decode_compact(
         tokens, np.array([c.tail_samples for c in rows], np.int64), np.array([c.nucleus_step for c in rows]),

@@ -56,9 +56,14 @@ class Targets:
         ends = np.cumsum(rows)
         bounds = list(zip((ends - rows).tolist(), ends.tolist()))
         widths = zip(_row_max(nucleus_counts, rows).tolist(), _row_max(tail_counts, rows).tolist())
-        return [Targets(self.nucleus_ids[a:b, :k], self.nucleus_logprobs[a:b, :k], self.nucleus_mask[a:b, :k],
-                        self.tail_ids[a:b, :s], self.tail_logprobs[a:b, :s], self.tail_weights[a:b, :s],
-                        self.labels[a:b]) for (a, b), (k, s) in zip(bounds, widths)]
+        return [self.view(a, b, k, s) for (a, b), (k, s) in zip(bounds, widths)]
+
+    def view(self, start: int, end: int, nucleus_width: int, tail_width: int) -> Targets:
+        """Positions [start, end), the nucleus and tail cut to the given widths (no copy)."""
+        a, b, k, s = start, end, nucleus_width, tail_width
+        return Targets(self.nucleus_ids[a:b, :k], self.nucleus_logprobs[a:b, :k], self.nucleus_mask[a:b, :k],
+                       self.tail_ids[a:b, :s], self.tail_logprobs[a:b, :s], self.tail_weights[a:b, :s],
+                       self.labels[a:b])
 
     @staticmethod
     def cat(parts: Sequence[Targets]) -> Targets:
@@ -166,11 +171,8 @@ class DecodedRows:
         """The tokens of rows [first, end) as one Targets, as wide as their longest nucleus and tail (what
         `Targets.cat` of those rows gives, without a copy)."""
         a, b = int(self._starts[first]), int(self._starts[end])
-        k = int(self.nucleus_counts[a:b].max(initial=0))
-        s = int(self.tail_counts[a:b].max(initial=0))
-        t = self.targets
-        return Targets(t.nucleus_ids[a:b, :k], t.nucleus_logprobs[a:b, :k], t.nucleus_mask[a:b, :k],
-                       t.tail_ids[a:b, :s], t.tail_logprobs[a:b, :s], t.tail_weights[a:b, :s], t.labels[a:b])
+        return self.targets.view(a, b, int(self.nucleus_counts[a:b].max(initial=0)),
+                                 int(self.tail_counts[a:b].max(initial=0)))
 
 
 class BlockPool:
@@ -204,6 +206,14 @@ class BlockPool:
 BLOCKS = BlockPool()
 
 
+def pooled_targets(n: int, nucleus_width: int, tail_width: int, labels: np.ndarray) -> Targets:
+    """Uninitialized [n, width] output tensors from `BLOCKS`, for a decode kernel to fill."""
+    nucleus = (BLOCKS.empty((n, nucleus_width), dtype) for dtype in (np.int64, np.float32, np.bool_))
+    tail = (BLOCKS.empty((n, tail_width), dtype) for dtype in (np.int64, np.float32, np.float32))
+    return Targets(*(torch.from_numpy(block) for block in (*nucleus, *tail)),
+                   labels=torch.from_numpy(labels.astype(np.int64)))
+
+
 def decode_table(table: pa.Table) -> DecodedRows:
     """Decode every card-layout row of an Arrow table in one compiled pass over its flat Arrow buffers.
 
@@ -224,12 +234,7 @@ def decode_table(table: pa.Table) -> DecodedRows:
     strides = tail_lengths // np.maximum(n_per_row, 1)
     width = int(counts.max(initial=0))
     stride = int(strides.max(initial=0))
-    nucleus_ids = BLOCKS.empty((n, width), np.int64)
-    nucleus_logprobs = BLOCKS.empty((n, width), np.float32)
-    nucleus_mask = BLOCKS.empty((n, width), np.bool_)
-    tail_ids = BLOCKS.empty((n, stride), np.int64)
-    tail_logprobs = BLOCKS.empty((n, stride), np.float32)
-    tail_weights = BLOCKS.empty((n, stride), np.float32)
+    decoded = pooled_targets(n, width, stride, _flat(table, "response_token_ids"))
     has_z, log_z = _stored_log_z(table)
     _kernels.decode_card(
         n_per_row, counts, _flat(table, "top_indices_low"), *_high_bytes(table, "top"),
@@ -237,12 +242,7 @@ def decode_table(table: pa.Table) -> DecodedRows:
         strides, _flat(table, "sampled_indices_low"), *_high_bytes(table, "sampled"),
         _flat(table, "sampled_logits_quantized"), _flat(table, "sampled_min"), _flat(table, "sampled_max"),
         _flat(table, "logsumexp"), has_z, log_z, _tail_temperatures(table, has_z),
-        nucleus_ids, nucleus_logprobs, nucleus_mask, tail_ids, tail_logprobs, tail_weights)
-    decoded = Targets(
-        nucleus_ids=torch.from_numpy(nucleus_ids), nucleus_logprobs=torch.from_numpy(nucleus_logprobs),
-        nucleus_mask=torch.from_numpy(nucleus_mask), tail_ids=torch.from_numpy(tail_ids),
-        tail_logprobs=torch.from_numpy(tail_logprobs), tail_weights=torch.from_numpy(tail_weights),
-        labels=torch.from_numpy(_flat(table, "response_token_ids").astype(np.int64)))
+        *(getattr(decoded, f.name).numpy() for f in fields(Targets) if f.name != "labels"))
     return DecodedRows(decoded, n_per_row, counts, np.repeat(strides, n_per_row))
 
 
