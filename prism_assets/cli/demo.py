@@ -34,6 +34,17 @@ DEMO_VALUATION_CONFIG = {
                 "max_new_tokens": 24,
             }
         },
+        # the proof at demo size: two seeds, 12 steps of 4 prompts per stream
+        "valuation_proof": {
+            "config": {
+                "seeds": [0, 1],
+                "steps": 12,
+                "eval_every": 3,
+                "heldout_prompts": 12,
+                "heldout_tokens": 16,
+                "max_new_tokens": 24,
+            }
+        },
     }
 }
 DEMO_RUN_CONFIG = {**DEMO_MANIFEST_CONFIG["ops"], **DEMO_LOGITS_CONFIG["ops"], **DEMO_VALUATION_CONFIG["ops"]}

@@ -326,11 +326,25 @@ SCORER_WEIGHTS = pa.schema([
     ("round", pa.int32()),  # partition
     ("skill_bucket", pa.string()),
     ("weights", pa.binary()),  # safetensors of the head (MLP + input standardization)
-    ("training_rows", pa.int64()),
-    ("heldout_spearman", pa.float64()),  # with LP labels held out of the fit (NaN: too few labels)
+    ("training_rows", pa.int64()),  # the bucket's own labels (every label for an all-bucket head)
+    ("heldout_spearman", pa.float64()),  # out-of-fold predictions vs LP labels (NaN: too few labels)
+    ("heldout_p_value", pa.float64()),  # one-sided p of that Spearman; prompt_utility uses a head only below a bound
     ("fallback_all_buckets", pa.bool_()),  # too few labels in the bucket: the head of every bucket's labels
     ("inputs", pa.int32()),
     ("feature_names", pa.list_(pa.string())),  # after the embedding dimensions
+    ("config_json", pa.string()),
+])
+
+VALUATION_PROOF = pa.schema([
+    ("round", pa.int32()),  # partition: the scored round compared with the uniform round 0
+    ("seed", pa.int32()),
+    ("stream", pa.string()),  # uniform | scored
+    ("step", pa.int32()),  # 0 = before the first update
+    ("tokens", pa.int64()),  # training tokens seen so far
+    ("heldout_kl", pa.float64()),  # on the evaluation half of the kl_slice
+    ("train_loss", pa.float64()),  # mean since the previous evaluation (NaN at step 0)
+    ("stream_prompts", pa.int32()),
+    ("heldout_prompts", pa.int32()),
     ("config_json", pa.string()),
 ])
 
@@ -371,4 +385,5 @@ CONTRACTS = {
     "lp_labels": LP_LABELS,
     "scorer_weights": SCORER_WEIGHTS,
     "prompt_utility": PROMPT_UTILITY,
+    "valuation_proof": VALUATION_PROOF,
 }

@@ -45,6 +45,7 @@ PARTITION_COLUMNS: dict[str, str | tuple[str, ...]] = {
     "lp_labels": "round",
     "scorer_weights": "round",
     "prompt_utility": "round",
+    "valuation_proof": "round",
 }
 # Assets computed once over every partition of their inputs (duplicate groups span every source).
 UNPARTITIONED = ("near_duplicates",)

@@ -52,7 +52,7 @@ class Candidate:
 
 
 def candidates(teacher, prompts: Sequence[tuple[str, list[dict]]], max_new_tokens: int, seed: int,
-               batch_size: int = 16) -> list[Candidate]:
+               batch_size: int = 16, log: Callable[[str], None] | None = None) -> list[Candidate]:
     """The teacher's answer to each prompt (seeded per prompt) and its logits; prompts it answers with nothing
     are left out."""
     from prism_assets.teacher.backends import GenerationParams
@@ -60,8 +60,11 @@ def candidates(teacher, prompts: Sequence[tuple[str, list[dict]]], max_new_token
     params = GenerationParams(max_new_tokens, seed=seed)
     ids = {key: teacher.prompt_ids(messages) for key, messages in prompts}
     by_length = sorted(ids, key=lambda key: len(ids[key]))
-    out = []
+    out, started = [], time.monotonic()
     for start in range(0, len(by_length), batch_size):
+        if log and start and start % (4 * batch_size) == 0:
+            elapsed = time.monotonic() - started
+            log(f"teacher answers: {start}/{len(by_length)} prompts ({elapsed:.0f} s; the longest prompts are last)")
         keys = by_length[start: start + batch_size]
         kept = [(k, r) for k, r in zip(keys, teacher.generate([ids[k] for k in keys], keys, params)) if r]
         logits = teacher.response_logits([ids[k] for k, _ in kept], [r for _, r in kept])

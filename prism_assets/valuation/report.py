@@ -1,10 +1,14 @@
 """What `prism valuation show --round R` prints: the round's labels and their cost, the heads and their held-out
-Spearman, the utility per bucket, and how the round's manifest shifted from round 0. DuckDB over the lakehouse."""
+Spearman, the utility per bucket, how the round's manifest shifted from round 0, and the proof's outcome (scored vs
+uniform stream). DuckDB over the lakehouse."""
 
 from __future__ import annotations
 
+import json
+
 from prism_assets.core import duck
 from prism_assets.core.storage import Lakehouse
+from prism_assets.valuation import proof
 
 
 def report(lakehouse: Lakehouse, round_: int) -> str:
@@ -23,11 +27,16 @@ def report(lakehouse: Lakehouse, round_: int) -> str:
             else:
                 lines.append("  learning-progress labels: none (round 0 is the uniform warm-up)")
         if "scorer_weights" in tables:
-            heads = con.execute("SELECT skill_bucket, training_rows, heldout_spearman, fallback_all_buckets "
-                                "FROM scorer_weights WHERE round = ? ORDER BY 1", [round_]).fetchall()
-            for skill, rows, rho, fallback in heads:
-                lines.append(f"  head {skill}: {rows} labels, held-out Spearman {rho:+.3f}"
+            heads = con.execute("SELECT skill_bucket, training_rows, heldout_spearman, heldout_p_value, "
+                                "fallback_all_buckets FROM scorer_weights WHERE round = ? ORDER BY 1",
+                                [round_]).fetchall()
+            for skill, rows, rho, p_value, fallback in heads:
+                lines.append(f"  head {skill}: {rows} labels, held-out Spearman {rho:+.3f} (p = {p_value:.3g})"
                              + (" (all-bucket head: too few labels)" if fallback else ""))
+            version = con.execute("SELECT any_value(scorer_version) FROM prompt_utility WHERE round = ?",
+                                  [round_]).fetchone()[0]
+            if version and "-used-" in version:
+                lines.append(f"  heads that score their bucket (the rest stay uniform): {version.split('-used-')[1]}")
         utility = con.execute("""
             SELECT c.skill_bucket, count(*), avg(u.utility_score), quantile_cont(u.utility_score, 0.1),
                    quantile_cont(u.utility_score, 0.9)
@@ -44,4 +53,11 @@ def report(lakehouse: Lakehouse, round_: int) -> str:
                 lines.append(f"  manifests scored by round {round_}'s heads (rows, mean utility, mean difficulty, "
                              "tail share):")
                 lines += [f"    round {r}: {n:>6} rows  {u:.3f}  {d:.3f}  {t:.1%}" for r, n, u, d, t in shift]
+        if "valuation_proof" in tables:
+            curves = con.execute("SELECT * FROM valuation_proof WHERE round = ?", [round_]).to_arrow_table()
+            if curves.num_rows:
+                config = json.loads(curves.column("config_json")[0].as_py())
+                lines.append(f"  proof (valuation_proof): {config['steps']} steps of {config['batch_size']} prompts "
+                             f"per stream, held-out KL on {curves.column('heldout_prompts')[0].as_py()} prompts:")
+                lines += [f"    {line}" for line in proof.summary_lines(proof.summarize(curves))]
     return "\n".join(lines)

@@ -147,7 +147,7 @@ def label_round(store: Lakehouse, round_: int, config: LabelConfig, progress_con
     prompts = list(zip(ids.to_pylist(), messages_of(store, ids)))
     heldout_set = heldout_prompts(store, "valuation", config.heldout_prompts)
     heldout = held_out(teacher, heldout_set, config.heldout_tokens, config.seed)
-    labelled = progress.candidates(teacher, prompts, progress_config.max_new_tokens, config.seed)
+    labelled = progress.candidates(teacher, prompts, progress_config.max_new_tokens, config.seed, log=log)
     rest = pool.filter(pc.invert(pc.is_in(pool.column("id"), ids)))
     warm_ids = rest.column("id").take(pa.array(np.random.default_rng(config.seed + round_).permutation(
         rest.num_rows)[: config.warmup_prompts], pa.int64())) if rest.num_rows else pa.array([], pa.string())
@@ -188,40 +188,53 @@ def train_heads(store: Lakehouse, round_: int, config: scorer.ScorerConfig) -> p
     ids = labels.column("prompt_id").combine_chunks()
     x, values = scorer_inputs(store, ids), labels.column("lp_value").to_numpy()
     skills = labels.column("skill_bucket").to_numpy(zero_copy_only=False)
-    shared = None
     rows = []
     for skill in SKILL_BUCKETS:
-        mine = skills == skill
-        if mine.sum() >= scorer.MIN_LABELS:
-            trained = scorer.train_head(x[mine], values[mine], config)
-        else:
-            shared = shared or scorer.train_head(x, values, config, fallback=True)
-            trained = shared
+        trained = scorer.train_head(x, values, skills, skill, config)
         rows.append({"round": round_, "skill_bucket": skill, "weights": scorer.to_bytes(trained.head),
                      "training_rows": trained.training_rows, "heldout_spearman": trained.heldout_spearman,
+                     "heldout_p_value": trained.heldout_p_value,
                      "fallback_all_buckets": trained.fallback, "inputs": int(x.shape[1]),
                      "feature_names": list(features.NUMERIC), "config_json": json.dumps(asdict(config))})
     return pa.Table.from_pylist(rows, SCORER_WEIGHTS)
 
 
-def utility_table(store: Lakehouse, round_: int) -> pa.Table:
+NEUTRAL_UTILITY = 0.5  # a bucket whose head does not rank better than chance: every prompt the same weight
+
+
+def trusted_heads(heads: pa.Table, max_p_value: float) -> dict[str, bool]:
+    """skill bucket → whether its head's out-of-fold Spearman is positive and significant (p ≤ max_p_value); a
+    head without a p-value (too few labels, or written before heads had one) is not trusted. max_p_value ≥ 1
+    trusts every head."""
+    rows = zip(*(heads.column(c).to_pylist() for c in ("skill_bucket", "heldout_spearman", "heldout_p_value")))
+    return {skill: max_p_value >= 1 or (rho is not None and p is not None and rho > 0 and p <= max_p_value)
+            for skill, rho, p in rows}
+
+
+def utility_table(store: Lakehouse, round_: int, max_p_value: float = 0.05) -> pa.Table:
     """prompt_utility rows of one round for every candidate: the bucket head's score, and a difficulty proxy (the
-    teacher's window entropy as a percentile within the skill bucket). Round 0 is uniform: utility 0."""
+    teacher's window entropy as a percentile within the skill bucket). Round 0 is uniform: utility 0. A head whose
+    held-out ranking is not better than chance (p > max_p_value, or NaN) is not used: its bucket gets the neutral
+    utility, i.e. stays uniform within its quotas, rather than sampling by noise."""
     pool = candidate_pool(store)
     ids = pool.column("id").combine_chunks()
     skills = pool.column("skill_bucket").to_numpy(zero_copy_only=False)
     utility = np.zeros(len(ids), np.float32)
     version = "uniform"
     if round_ > 0:
-        heads = store.read_table("scorer_weights", ["skill_bucket", "weights"], pc.field("round") == round_)
+        heads = store.read_table("scorer_weights", ["skill_bucket", "weights", "heldout_spearman", "heldout_p_value"],
+                                 pc.field("round") == round_)
         if heads.num_rows == 0:
             raise MissingInput(f"scorer_weights has no heads for round {round_}: materialize it for that round")
+        trusted = trusted_heads(heads, max_p_value)
         x = scorer_inputs(store, ids)
         for skill, weights in zip(heads.column("skill_bucket").to_pylist(), heads.column("weights").to_pylist()):
             mine = skills == skill
             if mine.any():
-                utility[mine] = scorer.predict(scorer.from_bytes(weights), x[mine])
-        version = f"heads-round-{round_}-v{store.table('scorer_weights').version()}"
+                utility[mine] = (scorer.predict(scorer.from_bytes(weights), x[mine]) if trusted.get(skill)
+                                 else NEUTRAL_UTILITY)
+        used = "+".join(s for s in SKILL_BUCKETS if trusted.get(s)) or "none"
+        version = f"heads-round-{round_}-v{store.table('scorer_weights').version()}-p{max_p_value:g}-used-{used}"
     entropy = take_by_id(store.read_table("prompt_features", ["id", "teacher_entropy_mean"],
                                           pc.is_in(pc.field("id"), ids)), ids, ["teacher_entropy_mean"])
     entropy = entropy["teacher_entropy_mean"].to_numpy(zero_copy_only=False).astype(np.float64)

@@ -143,6 +143,18 @@ def test_epsilon_tail_is_present_and_cluster_balanced(plan):
     assert not any(none["is_tail"].to_pylist()) and set(quotas["tail_tokens"].to_pylist()) == {0}
 
 
+def test_the_tail_is_spread_through_the_stream_and_the_scored_rows_lead(plan):
+    """The stream's first steps are already scored: the tail is spaced out, not put in front of each cell."""
+    pool = synthetic_pool(4000, cells=[(s, "C1") for s in SKILL_BUCKETS])
+    rows, _ = build_manifest(Candidates.from_table(pool), dataclasses.replace(plan, epsilon=0.1), "P1", 1)
+    tail = np.asarray(rows["is_tail"].to_pylist())
+    tenth = len(tail) // 10
+    assert all(abs(tail[i: i + tenth].mean() - tail.mean()) < 0.05 for i in range(0, 10 * tenth, tenth))
+    utility = rows["utility_score"].to_numpy()[~tail]
+    assert utility[: len(utility) // 4].mean() > utility[-len(utility) // 4:].mean() + 0.1
+    assert sampling.spread(2, 4).tolist() == [2, 0, 3, 4, 1, 5]  # tail at 1/4 and 3/4 of the draw
+
+
 def test_utility_and_difficulty_shape_the_draw(plan):
     pool = synthetic_pool(6000, cells=[("B1", "C1"), ("B1", "C2"), ("B1", "C3"), ("B1", "C4")])
     candidates = Candidates.from_table(pool)

@@ -3,6 +3,7 @@ round 0 and round 1, and the round-1 manifests that sample by that utility."""
 
 import numpy as np
 import pyarrow.compute as pc
+import pytest
 
 from prism_assets.cli.demo import materialize_partitions
 from prism_assets.core.contracts import SKILL_BUCKETS
@@ -47,16 +48,39 @@ def test_rematerializing_heads_and_utility_reproduces_the_round(sampled, tmp_pat
 
     copy = Lakehouse(str(root))
     before = copy.read_table("prompt_utility", filter=pc.field("round") == 1).sort_by("id")
-    [result] = materialize_partitions(["scorer_weights", "prompt_utility"], ["1"],
-                                      resources={"lakehouse": LakehouseResource(root=str(root))})
+    resources = {"lakehouse": LakehouseResource(root=str(root))}
+    [result] = materialize_partitions(["scorer_weights", "prompt_utility"], ["1"], resources=resources,
+                                      run_config={"ops": {"prompt_utility": {"config": {"max_p_value": 1.0}}}})
     assert result.success and all(e.passed for e in result.get_asset_check_evaluations()
                                   if e.severity.value == "ERROR")
     after = copy.read_table("prompt_utility", filter=pc.field("round") == 1).sort_by("id")
     assert after.column("id").equals(before.column("id"))
     assert np.allclose(after.column("utility_score").to_numpy(), before.column("utility_score").to_numpy())
+    # A head must rank held-out labels better than chance to be used: at p ≤ 1e-12 none is, every bucket is neutral.
+    [strict] = materialize_partitions(["prompt_utility"], ["1"], resources=resources,
+                                      run_config={"ops": {"prompt_utility": {"config": {"max_p_value": 1e-12}}}})
+    neutral = copy.read_table("prompt_utility", filter=pc.field("round") == 1)
+    assert strict.success and set(neutral.column("utility_score").to_pylist()) == {0.5}
+    assert neutral.column("scorer_version")[0].as_py().endswith("-used-none")
+
+
+def test_the_proof_trains_both_streams_from_the_same_student(sampled):
+    from prism_assets.valuation import proof
+
+    curves = sampled.read_table("valuation_proof")
+    assert set(curves.column("round").to_pylist()) == {1}  # round 0 has nothing to compare
+    by_run = proof.curves(curves)
+    assert set(by_run) == {("uniform", 0), ("scored", 0)}
+    uniform, scored = by_run[("uniform", 0)], by_run[("scored", 0)]
+    assert [t for t, _ in uniform][0] == 0 and len(uniform) == len(scored) == 3  # steps 0, 1, 2
+    assert uniform[0][1] == pytest.approx(scored[0][1])  # the same student before its first step
+    assert uniform[-1][1] < uniform[0][1] and scored[-1][1] < scored[0][1]  # both learn
+    [result] = proof.summarize(curves)
+    assert result.seed == 0 and result.uniform_tokens == uniform[-1][0] > 0
 
 
 def test_valuation_show_prints_the_round(sampled):
     out = prism("valuation", "show", "--round", "1", root=sampled.root)
     assert out.returncode == 0, out.stderr
     assert "learning-progress labels" in out.stdout and "head B2" in out.stdout and "round 1:" in out.stdout
+    assert "proof (valuation_proof)" in out.stdout and "tokens saved" in out.stdout

@@ -56,15 +56,36 @@ def test_a_head_recovers_a_planted_utility():
     x = rng.normal(size=(240, 12)).astype(np.float32)
     planted = 1 / (1 + np.exp(-(x[:, 0] - 0.5 * x[:, 3])))
     labels = planted * 1e-4 + rng.normal(scale=1e-5, size=len(x))  # LP-sized values with noise
-    trained = scorer.train_head(x, labels, scorer.ScorerConfig())
-    assert trained.heldout_spearman > 0.7 and trained.training_rows == 240
+    trained = scorer.train_head(x, labels, np.full(len(x), "B1"), "B1", scorer.ScorerConfig())
+    assert trained.heldout_spearman > 0.7 and trained.heldout_p_value < 1e-6 and trained.training_rows == 240
     restored = scorer.from_bytes(scorer.to_bytes(trained.head))
     fresh = rng.normal(size=(200, 12)).astype(np.float32)
     predicted = scorer.predict(restored, fresh)
     assert ((predicted >= 0) & (predicted <= 1)).all()
-    assert scorer.spearman(predicted, fresh[:, 0] - 0.5 * fresh[:, 3]) > 0.8
+    assert scorer.spearman(predicted, fresh[:, 0] - 0.5 * fresh[:, 3])[0] > 0.8
+
+
+def test_a_head_on_noise_is_not_significant():
+    """The p-value is what lets prompt_utility refuse a head that fits noise."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(120, 12)).astype(np.float32)
+    trained = scorer.train_head(x, rng.normal(size=120), np.full(120, "B1"), "B1", scorer.ScorerConfig())
+    assert trained.heldout_p_value > 0.05 and abs(trained.heldout_spearman) < 0.3
+
+
+def test_a_thin_bucket_borrows_from_the_others_and_a_bare_one_falls_back():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(236, 48)).astype(np.float32)
+    labels = x[:, 0] - 0.5 * x[:, 3] + rng.normal(scale=1.0, size=len(x))  # the same value in every bucket
+    groups = np.array(["B1"] * 16 + ["B2"] * 212 + ["B3"] * 8)
+    alone = scorer.train_head(x, labels, groups, "B1", scorer.ScorerConfig(other_buckets_weight=0.0))
+    borrowing = scorer.train_head(x, labels, groups, "B1", scorer.ScorerConfig())
+    assert borrowing.training_rows == alone.training_rows == 16 and not borrowing.fallback
+    assert borrowing.heldout_spearman > alone.heldout_spearman + 0.3  # 16 labels in 48 dimensions need the others
+    bare = scorer.train_head(x, labels, groups, "B3", scorer.ScorerConfig())  # 8 < MIN_LABELS: every label
+    assert bare.fallback and bare.training_rows == 236 and bare.heldout_spearman > 0.5
 
 
 def test_percentile_ranks_share_ties_and_spearman_needs_spread():
     assert scorer.percentile_ranks(np.array([3.0, 1.0, 2.0, 2.0])).tolist() == pytest.approx([1.0, 0.0, 0.5, 0.5])
-    assert np.isnan(scorer.spearman(np.ones(5), np.arange(5)))
+    assert np.isnan(scorer.spearman(np.ones(5), np.arange(5))).all()

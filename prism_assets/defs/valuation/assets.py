@@ -6,12 +6,19 @@ import numpy as np
 import pyarrow.compute as pc
 from pydantic import Field
 
-from prism_assets.core.contracts import LP_LABELS, PROMPT_FEATURES, PROMPT_UTILITY, SCORER_WEIGHTS, SKILL_BUCKETS
+from prism_assets.core.contracts import (
+    LP_LABELS,
+    PROMPT_FEATURES,
+    PROMPT_UTILITY,
+    SCORER_WEIGHTS,
+    SKILL_BUCKETS,
+    VALUATION_PROOF,
+)
 from prism_assets.core.report import figure_axis, figure_markdown, markdown_table
 from prism_assets.defs.metadata import asset_attributes, table_metadata
 from prism_assets.defs.partitions import Partitions
 from prism_assets.defs.resources import LakehouseResource, TeacherResource, config_values
-from prism_assets.valuation import progress, rounds, scorer
+from prism_assets.valuation import progress, proof, rounds, scorer
 
 STAGE = "valuation"
 ALL_PARTITIONS = dg.AllPartitionMapping()
@@ -52,8 +59,33 @@ class HeadsConfig(dg.Config):
     epochs: int = Field(default=300, description="Full-batch training epochs")
     learning_rate: float = Field(default=3e-3, description="AdamW learning rate")
     weight_decay: float = Field(default=1e-2, description="AdamW weight decay")
-    holdout_share: float = Field(default=0.25, description="Labels held out to report the head's Spearman")
+    folds: int = Field(default=4, description="Folds of the out-of-fold predictions behind the held-out Spearman")
+    other_buckets_weight: float = Field(
+        default=0.25, description="Weight of the other buckets' labels in a bucket's fit (0: its own labels only)"
+    )
     seed: int = Field(default=0, description="Initialization and hold-out seed")
+
+
+class UtilityConfig(dg.Config):
+    max_p_value: float = Field(
+        default=0.05,
+        description="A bucket's head scores its prompts only when its out-of-fold Spearman with the LP labels is "
+        "positive at this p-value or lower; otherwise the bucket stays uniform (neutral utility). 1 uses every head",
+    )
+
+
+class ProofRunConfig(dg.Config):
+    seeds: list[int] = Field(default=[0, 1, 2], description="Seeds: each rebuilds both manifests, trains both students")
+    steps: int = Field(default=32, description="Training steps of each student")
+    batch_size: int = Field(default=4, description="Prompts per step")
+    learning_rate: float = Field(default=1e-4, description="AdamW learning rate of the students")
+    eval_every: int = Field(default=4, description="Steps between held-out evaluations")
+    heldout_prompts: int = Field(default=24, description="kl_slice prompts (evaluation half) the curves measure on")
+    heldout_tokens: int = Field(default=24, description="Teacher answer tokens per held-out prompt")
+    max_new_tokens: int = Field(default=32, description="Tokens of the teacher's answer each training prompt gets")
+    token_budget: int = Field(default=2_000_000, description="Token budget of the rebuilt manifests")
+    tau: float = Field(default=2.0, description="Utility temperature of the rebuilt manifests (as sampling_manifest)")
+    max_prompt_tokens: int = Field(default=256, description="Longer prompts are skipped in both streams alike")
 
 
 def round_of(context: dg.AssetExecutionContext) -> int:
@@ -182,8 +214,9 @@ def build(parts: Partitions) -> list:
         ],
         **asset_attributes("scorer_weights", STAGE),
         description="One MLP head per skill bucket over embedding + features → utility_score in [0, 1], "
-        "trained on the round's LP labels (percentile ranks); safetensors weights with training rows and the "
-        "held-out Spearman with the labels. A bucket with too few labels uses the all-bucket head.",
+        "trained on the round's LP labels (percentile ranks; other buckets' labels down-weighted); safetensors "
+        "weights with training rows and the out-of-fold Spearman with the labels and its p-value. A bucket with too "
+        "few labels uses the all-bucket head.",
     )
     def scorer_weights(
         context: dg.AssetExecutionContext, config: HeadsConfig, lakehouse: LakehouseResource
@@ -200,9 +233,10 @@ def build(parts: Partitions) -> list:
                 raise dg.Failure(description=str(err)) from err
         commit = store.replace_partition("scorer_weights", SCORER_WEIGHTS, lambda: [table], "round", round_)
         rows = [
-            [r["skill_bucket"], r["training_rows"], f"{r['heldout_spearman']:.3f}", r["fallback_all_buckets"]]
+            [r["skill_bucket"], r["training_rows"], f"{r['heldout_spearman']:.3f}", f"{r['heldout_p_value']:.3g}",
+             r["fallback_all_buckets"]]
             for r in table.select(
-                ["skill_bucket", "training_rows", "heldout_spearman", "fallback_all_buckets"]
+                ["skill_bucket", "training_rows", "heldout_spearman", "heldout_p_value", "fallback_all_buckets"]
             ).to_pylist()
         ]
         spearman = table.column("heldout_spearman").to_numpy()
@@ -216,7 +250,7 @@ def build(parts: Partitions) -> list:
                 if len(spearman) and not np.isnan(spearman).all()
                 else float("nan"),
                 heads=dg.MetadataValue.md(
-                    markdown_table(["bucket", "labels", "held-out Spearman", "all-bucket head"], rows)
+                    markdown_table(["bucket", "labels", "held-out Spearman", "p-value", "all-bucket head"], rows)
                     if rows
                     else "round 0: no heads (uniform)"
                 ),
@@ -234,17 +268,29 @@ def build(parts: Partitions) -> list:
             ),
         ],
         **asset_attributes("prompt_utility", STAGE),
-        description="utility_score of every candidate prompt for a round (its bucket's head) and a difficulty "
-        "proxy (teacher window entropy, percentile within the bucket): what sampling_manifest round r samples "
-        "by. Round 0: utility 0 (uniform within quotas).",
+        description="utility_score of every candidate prompt for a round (its bucket's head, when that head ranks "
+        "held-out labels better than chance; otherwise neutral) and a difficulty proxy (teacher window entropy, "
+        "percentile within the bucket): what sampling_manifest round r samples by. Round 0: utility 0 (uniform "
+        "within quotas).",
     )
-    def prompt_utility(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> dg.MaterializeResult:
+    def prompt_utility(
+        context: dg.AssetExecutionContext, config: UtilityConfig, lakehouse: LakehouseResource
+    ) -> dg.MaterializeResult:
         store = lakehouse.get()
         round_ = round_of(context)
         try:
-            table = rounds.utility_table(store, round_)
+            table = rounds.utility_table(store, round_, config.max_p_value)
         except rounds.MissingInput as err:
             raise dg.Failure(description=str(err)) from err
+        used = {}
+        if round_ > 0:
+            heads = store.read_table("scorer_weights", None, pc.field("round") == round_)
+            used = rounds.trusted_heads(heads, config.max_p_value)
+            names = ", ".join(s for s in SKILL_BUCKETS if used.get(s)) or "none"
+            context.log.info(
+                f"heads used (out-of-fold Spearman > 0 at p ≤ {config.max_p_value:g}): {names}; "
+                "the other buckets stay uniform"
+            )
         commit = store.replace_partition("prompt_utility", PROMPT_UTILITY, lambda: [table], "round", round_)
         skills = rounds.candidate_pool(store).select(["id", "skill_bucket"])
         shown = table.join(skills, "id")
@@ -255,8 +301,77 @@ def build(parts: Partitions) -> list:
                 commit,
                 [("round", round_)],
                 scorer_version=table.column("scorer_version")[0].as_py() if table.num_rows else "none",
+                heads_used=[s for s in SKILL_BUCKETS if used.get(s)],
                 utility_histogram=dg.MetadataValue.md(utility_histogram(shown, f"round {round_}: utility per bucket")),
             )
         )
 
-    return [prompt_features, lp_labels, scorer_weights, prompt_utility]
+    @dg.asset(
+        partitions_def=parts.round,
+        kinds={"delta", "pytorch"},
+        pool="teacher",
+        deps=[
+            "prompt_utility",
+            *(
+                dg.AssetDep(name, partition_mapping=ALL_PARTITIONS)
+                for name in ("prompt_pool", "bucket_labels", "diversity_caps", "validation_sets", "prompt_clusters")
+            ),
+        ],
+        **asset_attributes("valuation_proof", STAGE),
+        description="Does the round's scored stream teach faster? The same pruned student trained for the same "
+        "steps on the uniform round-0 P1 stream and on this round's scored P1 stream, per seed; held-out KL vs "
+        "tokens on the kl_slice's evaluation half (the labels never saw it) and the tokens the scored stream needs "
+        "to reach the uniform stream's final KL. Round 0 has nothing to compare.",
+    )
+    def valuation_proof(
+        context: dg.AssetExecutionContext,
+        config: ProofRunConfig,
+        lakehouse: LakehouseResource,
+        teacher: TeacherResource,
+    ) -> dg.MaterializeResult:
+        from prism_assets.distill.student import load_student
+
+        store = lakehouse.get()
+        round_ = round_of(context)
+        table = VALUATION_PROOF.empty_table()
+        if round_ > 0:
+            loaded = teacher.get()
+            settings = config_values(config, proof.ProofConfig)
+            settings["seeds"] = tuple(settings["seeds"])
+            try:
+                table = proof.run(
+                    store,
+                    round_,
+                    proof.ProofConfig(**settings),
+                    loaded,
+                    lambda: load_student(device="cpu" if loaded.device == "cpu" else None)[0],
+                    context.log.info,
+                )
+            except (rounds.MissingInput, LookupError) as err:
+                raise dg.Failure(description=str(err)) from err
+        else:
+            context.log.info("round 0 is the uniform stream itself: materialize a scored round (≥ 1)")
+        commit = store.replace_partition("valuation_proof", VALUATION_PROOF, lambda: [table], "round", round_)
+        results = proof.summarize(table)
+        extra = {}
+        if results:
+            saved = [r.tokens_saved for r in results]
+            extra = {
+                "uniform_final_kl_mean": float(np.mean([r.uniform_final_kl for r in results])),
+                "scored_final_kl_mean": float(np.mean([r.scored_final_kl for r in results])),
+                "seeds_reaching_uniform_kl": sum(bool(np.isfinite(s)) for s in saved),
+                # a seed whose scored stream never got there has no finite saving: then the summary says so
+                **({"tokens_saved_mean": float(np.mean(saved))} if np.isfinite(saved).all() else {}),
+                "summary": dg.MetadataValue.md("\n".join(f"- {line}" for line in proof.summary_lines(results))),
+                "heldout_curves": dg.MetadataValue.md(
+                    figure_markdown(
+                        proof.curves_figure(table, f"round {round_} scored vs uniform round 0 (mean ± sd)"),
+                        "held-out KL vs tokens",
+                    )
+                ),
+            }
+        return dg.MaterializeResult(
+            metadata=table_metadata(store, "valuation_proof", commit, [("round", round_)], **extra)
+        )
+
+    return [prompt_features, lp_labels, scorer_weights, prompt_utility, valuation_proof]

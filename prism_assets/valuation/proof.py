@@ -1,0 +1,185 @@
+"""Does the scorer-driven stream teach faster? The same pruned student, trained with the same online dense KD for the
+same steps on (a) the uniform round-0 P1 stream and (b) the round-r P1 stream that samples by the valuation stage's
+utility, for several seeds; held-out KL vs tokens on the *evaluation* half of the kl_slice (the labels measure on
+the other half, so the scorer is never graded on the prompts it was trained to favour).
+
+For each seed both manifests are rebuilt with that seed by the code the sampling_manifest asset runs
+(`manifest.plan_for`, `manifest.build`), and each stream's first steps × batch prompts are trained on in stream
+order. The teacher answers every prompt once (seeded per prompt, so a prompt shared by both streams gets the same
+answer and logits in both).
+
+Reported: the curves (one row per evaluation), and per seed the tokens (b) needs to reach (a)'s final KL, linearly
+interpolated between evaluations (the issue's goal: ≥ 25% fewer).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from prism_assets.core.contracts import VALUATION_PROOF
+from prism_assets.core.storage import Lakehouse
+from prism_assets.curation.sampling import manifest
+from prism_assets.distill.loader import batches
+from prism_assets.distill.train import DistillConfig, held_out, train
+from prism_assets.valuation import progress
+from prism_assets.valuation.rounds import heldout_prompts, messages_of
+
+STREAMS = ("uniform", "scored")
+
+
+@dataclass(frozen=True)
+class ProofConfig:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    steps: int = 32
+    batch_size: int = 4
+    learning_rate: float = 1e-4
+    eval_every: int = 4
+    heldout_prompts: int = 24  # of the kl_slice's evaluation half
+    heldout_tokens: int = 24
+    max_new_tokens: int = 32  # of the teacher's answers the students train on
+    token_budget: int = 2_000_000  # of the rebuilt manifests
+    tau: float = 2.0  # of the rebuilt manifests: sampling_weight = exp(tau * utility), as sampling_manifest's config
+    max_prompt_tokens: int = 256  # longer prompts are skipped in both streams alike (CPU steps stay short)
+
+
+def stream(store: Lakehouse, round_: int, seed: int, count: int, config: ProofConfig) -> list[str]:
+    """The first `count` prompt ids of the P1 stream of `round_` rebuilt with `seed`."""
+    plan = manifest.plan_for(store, config.token_budget, tau=config.tau, seed=seed)
+    rows = manifest.build(store, plan, "P1", round_).manifest.sort_by("stream_order")
+    lengths = store.read_table("bucket_labels", ["id", "prompt_tokens_est"],
+                               pc.is_in(pc.field("id"), pc.unique(rows.column("prompt_id"))))
+    short = set(lengths.filter(pc.less_equal(lengths.column("prompt_tokens_est"), config.max_prompt_tokens))
+                .column("id").to_pylist())
+    return [i for i in rows.column("prompt_id").to_pylist() if i in short][:count]
+
+
+def run(store: Lakehouse, round_: int, config: ProofConfig, teacher, new_student: Callable[[], torch.nn.Module],
+        log: Callable[[str], None] = print) -> pa.Table:
+    """valuation_proof rows of one round: every evaluation of every (stream, seed) training run."""
+    if round_ < 1:
+        raise ValueError("the proof compares a scored round (≥ 1) with the uniform round 0")
+    evaluation = heldout_prompts(store, "evaluation", config.heldout_prompts)
+    if not evaluation:
+        raise LookupError("the kl_slice's evaluation half is empty: materialize validation_sets")
+    heldout = held_out(teacher, evaluation, config.heldout_tokens, seed=0)
+    count = config.steps * config.batch_size
+    streams = {(name, seed): stream(store, r, seed, count, config)
+               for seed in config.seeds for name, r in zip(STREAMS, (0, round_))}
+    empty = sorted({f"round {0 if name == 'uniform' else round_} (seed {seed})" for (name, seed), ids in
+                    streams.items() if not ids})
+    if empty:
+        raise LookupError(f"no P1 prompts of at most {config.max_prompt_tokens} tokens in the stream of {empty}: "
+                          "raise max_prompt_tokens or token_budget")
+    wanted = sorted({i for ids in streams.values() for i in ids})
+    log(f"proof round {round_}: held-out {len(evaluation)} prompts ({heldout.batch.tokens} tokens); the teacher "
+        f"answers {len(wanted)} distinct prompts of {len(streams)} streams")
+    answers = {c.prompt_id: c for c in progress.candidates(
+        teacher, list(zip(wanted, messages_of(store, pa.array(wanted, pa.string())))), config.max_new_tokens, seed=0,
+        log=log)}
+    rows = []
+    settings = json.dumps(asdict(config), sort_keys=True)
+    for (name, seed), ids in streams.items():
+        kept = [i for i in ids if i in answers]
+        examples = [answers[i].example for i in kept]
+        logits = {i: answers[i].teacher_logits for i in kept}
+        distill = DistillConfig(signal="online", loss="dense", steps=config.steps, batch_size=config.batch_size,
+                                learning_rate=config.learning_rate, seed=seed, eval_every=config.eval_every)
+        curve = train(new_student(), lambda examples=examples: batches(examples, config.batch_size, teacher.pad_id),
+                      distill, heldout,
+                      lambda batch, logits=logits: torch.cat([logits[k] for k in batch.prompt_ids]).float(),
+                      log=lambda line: None)
+        rows += [{"round": round_, "seed": seed, "stream": name, "step": p.step, "tokens": p.tokens,
+                  "heldout_kl": p.heldout_kl, "train_loss": p.train_loss, "stream_prompts": len(kept),
+                  "heldout_prompts": len(evaluation), "config_json": settings} for p in curve]
+        log(f"proof round {round_}, seed {seed}, {name}: held-out KL {curve[0].heldout_kl:.4f} → "
+            f"{curve[-1].heldout_kl:.4f} over {curve[-1].tokens:,} tokens")
+    return pa.Table.from_pylist(rows, VALUATION_PROOF)
+
+
+def tokens_to_reach(curve: Sequence[tuple[int, float]], target: float) -> float:
+    """Tokens at which a (tokens, KL) curve first reaches `target`, interpolated; inf if it never does."""
+    for (t0, k0), (t1, k1) in zip(curve, curve[1:]):
+        if k1 <= target:
+            return t0 + (t1 - t0) * (k0 - target) / (k0 - k1) if k0 > k1 else t1
+    return float("inf")
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    seed: int
+    uniform_final_kl: float
+    uniform_tokens: int
+    scored_final_kl: float
+    scored_tokens_to_reach: float  # inf: the scored stream never reached the uniform stream's final KL
+
+    @property
+    def tokens_saved(self) -> float:
+        """Share of the uniform stream's tokens the scored stream did not need (negative: it needed more)."""
+        return 1 - self.scored_tokens_to_reach / self.uniform_tokens
+
+
+def curves(table: pa.Table) -> dict[tuple[str, int], list[tuple[int, float]]]:
+    """(stream, seed) → [(tokens, held-out KL)] in step order."""
+    out: dict[tuple[str, int], list[tuple[int, float]]] = {}
+    for row in table.sort_by([("stream", "ascending"), ("seed", "ascending"), ("step", "ascending")]).to_pylist():
+        out.setdefault((row["stream"], row["seed"]), []).append((row["tokens"], row["heldout_kl"]))
+    return out
+
+
+def summarize(table: pa.Table) -> list[SeedResult]:
+    """Per seed: where each stream ended and the tokens the scored stream needed to reach the uniform's end."""
+    by_run = curves(table)
+    results = []
+    for seed in sorted({seed for _, seed in by_run}):
+        uniform, scored = by_run.get(("uniform", seed)), by_run.get(("scored", seed))
+        if uniform and scored:
+            results.append(SeedResult(seed, uniform[-1][1], uniform[-1][0], scored[-1][1],
+                                      tokens_to_reach(scored, uniform[-1][1])))
+    return results
+
+
+def summary_lines(results: Sequence[SeedResult]) -> list[str]:
+    """What the asset's metadata, the CLI and the benchmark print."""
+    if not results:
+        return ["no proof runs"]
+    lines = [f"seed {r.seed}: uniform ends at KL {r.uniform_final_kl:.4f} after {r.uniform_tokens:,} tokens; scored "
+             f"ends at {r.scored_final_kl:.4f} and reaches uniform's end "
+             + (f"at {r.scored_tokens_to_reach:,.0f} tokens ({100 * r.tokens_saved:+.1f}% fewer)"
+                if np.isfinite(r.scored_tokens_to_reach) else "never") for r in results]
+    for name, values in (("uniform", [r.uniform_final_kl for r in results]),
+                         ("scored", [r.scored_final_kl for r in results])):
+        spread = np.std(values, ddof=1) if len(values) > 1 else 0.0
+        lines.append(f"{name} final held-out KL {np.mean(values):.4f} ± {spread:.4f}")
+    saved = [r.tokens_saved for r in results]
+    lines.append(f"tokens saved to reach the uniform stream's final KL: mean {100 * np.mean(saved):+.1f}% "
+                 f"(per seed {', '.join(f'{100 * s:+.1f}%' for s in saved)}; goal ≥ +25%)")
+    return lines
+
+
+def curves_figure(table: pa.Table, title: str):
+    """Held-out KL vs tokens, mean ± sd over seeds per stream (matplotlib figure)."""
+    from prism_assets.core.report import figure_axis
+
+    figure, axis = figure_axis((6.5, 3.2))
+    by_run = curves(table)
+    for name, colour in zip(STREAMS, ("tab:gray", "tab:blue")):
+        runs = [np.array(c) for (stream_, _), c in by_run.items() if stream_ == name]
+        if not runs:
+            continue
+        points = min(len(r) for r in runs)
+        tokens = np.mean([r[:points, 0] for r in runs], axis=0)
+        kl = np.array([r[:points, 1] for r in runs])
+        axis.plot(tokens, kl.mean(0), color=colour, label=f"{name} ({len(runs)} seeds)")
+        axis.fill_between(tokens, kl.mean(0) - kl.std(0), kl.mean(0) + kl.std(0), color=colour, alpha=0.2)
+    axis.set_xlabel("training tokens")
+    axis.set_ylabel("held-out KL (evaluation half)")
+    axis.set_title(title, fontsize=10)
+    axis.legend(fontsize=8)
+    return figure
