@@ -8,7 +8,9 @@ prism_assets/valuation/proof.py).
 Needs a lakehouse with prompt_utility for the round (`make demo` builds round 1). Prints the curves' ends per seed,
 the tokens the scored stream needs to reach the uniform stream's final KL, and the heads' held-out Spearman with
 the LP labels; `--output` writes the curves as JSON, `--store` also writes them to the lakehouse's valuation_proof
-table (as materializing the asset would).
+table (as materializing the asset would). Diagnostics trained the same way: `--extra-tau 6` (the scored stream
+sampled with a sharper utility temperature) and `--oracle` (the labelled prompts with the highest / lowest /
+random measured LP labels: the ceiling a perfect scorer could reach).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import json
 import os
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
@@ -46,6 +50,11 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=defaults.token_budget, help="manifest token budget")
     parser.add_argument("--max-prompt-tokens", type=int, default=defaults.max_prompt_tokens)
     parser.add_argument("--tau", type=float, default=defaults.tau, help="utility temperature of the manifests")
+    parser.add_argument("--extra-tau", type=float, nargs="*", default=[],
+                        help="diagnostic: also train on the scored stream rebuilt at these utility temperatures")
+    parser.add_argument("--oracle", action="store_true",
+                        help="diagnostic: also train on the labelled prompts with the highest / lowest / random LP "
+                        "labels (what a perfect scorer could do)")
     parser.add_argument("--output", help="also write every curve as JSON here")
     parser.add_argument("--store", action="store_true", help="also write the curves to valuation_proof")
     args = parser.parse_args()
@@ -57,17 +66,24 @@ def main() -> None:
                                heldout_prompts=args.heldout_prompts, heldout_tokens=args.heldout_tokens,
                                max_new_tokens=args.max_new_tokens, token_budget=args.budget, tau=args.tau,
                                max_prompt_tokens=args.max_prompt_tokens)
+    count = config.steps * config.batch_size
+    extra = {(f"scored_tau{tau:g}", seed): proof.stream(store, args.round, seed, count, replace(config, tau=tau))
+             for tau in args.extra_tau for seed in config.seeds}
+    if args.oracle:
+        extra |= proof.oracle_streams(store, args.round, config)
     started = time.perf_counter()
     table = proof.run(store, args.round, config, load_teacher(), lambda: load_student(device="cpu")[0],
-                      lambda line: print(f"[{time.perf_counter() - started:6.0f} s] {line}", flush=True))
-    print()
-    print("\n".join(proof.summary_lines(proof.summarize(table))))
+                      lambda line: print(f"[{time.perf_counter() - started:6.0f} s] {line}", flush=True), extra)
+    for name in dict.fromkeys(["scored", *(name for name, _ in extra)]):
+        print()
+        print("\n".join(proof.summary_lines(proof.summarize(table, name), name)))
     heads = store.read_table("scorer_weights", ["skill_bucket", "heldout_spearman", "training_rows"],
                              pc.field("round") == args.round)
     print("scorer held-out Spearman with LP labels: " + ", ".join(
         f"{s} {r:+.2f} ({n} labels)" for s, r, n in zip(*(heads.column(c).to_pylist() for c in
                                                            ("skill_bucket", "heldout_spearman", "training_rows")))))
-    if args.store:
+    if args.store:  # the asset's streams only
+        table = table.filter(pc.is_in(table.column("stream"), pa.array(proof.STREAMS)))
         store.replace_partition("valuation_proof", VALUATION_PROOF, lambda: [table], "round", args.round)
     if args.output:
         curves = proof.curves(table)

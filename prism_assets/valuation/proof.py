@@ -60,15 +60,10 @@ def stream(store: Lakehouse, round_: int, seed: int, count: int, config: ProofCo
     return [i for i in rows.column("prompt_id").to_pylist() if i in short][:count]
 
 
-def run(store: Lakehouse, round_: int, config: ProofConfig, teacher, new_student: Callable[[], torch.nn.Module],
-        log: Callable[[str], None] = print) -> pa.Table:
-    """valuation_proof rows of one round: every evaluation of every (stream, seed) training run."""
+def proof_streams(store: Lakehouse, round_: int, config: ProofConfig) -> dict[tuple[str, int], list[str]]:
+    """(stream, seed) → prompt ids: the uniform round-0 and the scored round-r P1 streams of every seed."""
     if round_ < 1:
         raise ValueError("the proof compares a scored round (≥ 1) with the uniform round 0")
-    evaluation = heldout_prompts(store, "evaluation", config.heldout_prompts)
-    if not evaluation:
-        raise LookupError("the kl_slice's evaluation half is empty: materialize validation_sets")
-    heldout = held_out(teacher, evaluation, config.heldout_tokens, seed=0)
     count = config.steps * config.batch_size
     streams = {(name, seed): stream(store, r, seed, count, config)
                for seed in config.seeds for name, r in zip(STREAMS, (0, round_))}
@@ -77,6 +72,44 @@ def run(store: Lakehouse, round_: int, config: ProofConfig, teacher, new_student
     if empty:
         raise LookupError(f"no P1 prompts of at most {config.max_prompt_tokens} tokens in the stream of {empty}: "
                           "raise max_prompt_tokens or token_budget")
+    return streams
+
+
+def oracle_streams(store: Lakehouse, round_: int, config: ProofConfig) -> dict[tuple[str, int], list[str]]:
+    """What a perfect scorer could do: the round's labelled prompts (within max_prompt_tokens) with the highest and
+    the lowest measured LP labels, and a random subset, as many as a stream trains on, shuffled per seed. The labels
+    were measured on the kl_slice's valuation half, the proof evaluates on the other half, so this is a fair
+    ceiling for the heads (which only see a prompt's embedding and features)."""
+    labels = store.read_table("lp_labels", ["prompt_id", "lp_value"], pc.field("round") == round_)
+    lengths = store.read_table("bucket_labels", ["id", "prompt_tokens_est"],
+                               pc.is_in(pc.field("id"), labels.column("prompt_id")))
+    short = set(lengths.filter(pc.less_equal(lengths.column("prompt_tokens_est"), config.max_prompt_tokens))
+                .column("id").to_pylist())
+    ranked = [p for p, _ in sorted(((p, v) for p, v in zip(labels.column("prompt_id").to_pylist(),
+                                                             labels.column("lp_value").to_pylist()) if p in short),
+                                   key=lambda pv: (-pv[1], pv[0]))]
+    count = min(config.steps * config.batch_size, len(ranked) // 2)
+    if count == 0:
+        raise LookupError(f"round {round_} has too few labelled prompts for an oracle: materialize lp_labels")
+    streams = {}
+    for seed in config.seeds:
+        rng = np.random.default_rng(seed)
+        streams[("oracle_top", seed)] = rng.permutation(ranked[:count]).tolist()
+        streams[("oracle_bottom", seed)] = rng.permutation(ranked[-count:]).tolist()
+        streams[("oracle_random", seed)] = rng.permutation(ranked)[:count].tolist()
+    return streams
+
+
+def run(store: Lakehouse, round_: int, config: ProofConfig, teacher, new_student: Callable[[], torch.nn.Module],
+        log: Callable[[str], None] = print, extra_streams: dict[tuple[str, int], list[str]] | None = None
+        ) -> pa.Table:
+    """valuation_proof rows of one round: every evaluation of every (stream, seed) training run — the uniform and
+    the scored stream, and any `extra_streams` (diagnostics such as `oracle_streams`) trained the same way."""
+    streams = {**proof_streams(store, round_, config), **(extra_streams or {})}
+    evaluation = heldout_prompts(store, "evaluation", config.heldout_prompts)
+    if not evaluation:
+        raise LookupError("the kl_slice's evaluation half is empty: materialize validation_sets")
+    heldout = held_out(teacher, evaluation, config.heldout_tokens, seed=0)
     wanted = sorted({i for ids in streams.values() for i in ids})
     log(f"proof round {round_}: held-out {len(evaluation)} prompts ({heldout.batch.tokens} tokens); the teacher "
         f"answers {len(wanted)} distinct prompts of {len(streams)} streams")
@@ -133,33 +166,36 @@ def curves(table: pa.Table) -> dict[tuple[str, int], list[tuple[int, float]]]:
     return out
 
 
-def summarize(table: pa.Table) -> list[SeedResult]:
-    """Per seed: where each stream ended and the tokens the scored stream needed to reach the uniform's end."""
+def summarize(table: pa.Table, stream_name: str = "scored") -> list[SeedResult]:
+    """Per seed: where the uniform stream and `stream_name` ended, and the tokens `stream_name` needed to reach the
+    uniform stream's end."""
     by_run = curves(table)
     results = []
     for seed in sorted({seed for _, seed in by_run}):
-        uniform, scored = by_run.get(("uniform", seed)), by_run.get(("scored", seed))
+        uniform, scored = by_run.get(("uniform", seed)), by_run.get((stream_name, seed))
         if uniform and scored:
             results.append(SeedResult(seed, uniform[-1][1], uniform[-1][0], scored[-1][1],
                                       tokens_to_reach(scored, uniform[-1][1])))
     return results
 
 
-def summary_lines(results: Sequence[SeedResult]) -> list[str]:
+def summary_lines(results: Sequence[SeedResult], stream_name: str = "scored") -> list[str]:
     """What the asset's metadata, the CLI and the benchmark print."""
     if not results:
         return ["no proof runs"]
-    lines = [f"seed {r.seed}: uniform ends at KL {r.uniform_final_kl:.4f} after {r.uniform_tokens:,} tokens; scored "
-             f"ends at {r.scored_final_kl:.4f} and reaches uniform's end "
+    lines = [f"seed {r.seed}: uniform ends at KL {r.uniform_final_kl:.4f} after {r.uniform_tokens:,} tokens; "
+             f"{stream_name} ends at {r.scored_final_kl:.4f} and reaches uniform's end "
              + (f"at {r.scored_tokens_to_reach:,.0f} tokens ({100 * r.tokens_saved:+.1f}% fewer)"
                 if np.isfinite(r.scored_tokens_to_reach) else "never") for r in results]
     for name, values in (("uniform", [r.uniform_final_kl for r in results]),
-                         ("scored", [r.scored_final_kl for r in results])):
+                         (stream_name, [r.scored_final_kl for r in results])):
         spread = np.std(values, ddof=1) if len(values) > 1 else 0.0
         lines.append(f"{name} final held-out KL {np.mean(values):.4f} ± {spread:.4f}")
     saved = [r.tokens_saved for r in results]
-    lines.append(f"tokens saved to reach the uniform stream's final KL: mean {100 * np.mean(saved):+.1f}% "
-                 f"(per seed {', '.join(f'{100 * s:+.1f}%' for s in saved)}; goal ≥ +25%)")
+    mean = f"{100 * np.mean(saved):+.1f}%" if np.isfinite(saved).all() else "n/a (a seed never reached it)"
+    lines.append(f"{stream_name}: tokens saved to reach the uniform stream's final KL: mean {mean} "
+                 f"(per seed {', '.join(f'{100 * s:+.1f}%' if np.isfinite(s) else 'never' for s in saved)}; "
+                 "goal ≥ +25%)")
     return lines
 
 

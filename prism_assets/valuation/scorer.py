@@ -4,11 +4,11 @@
 One head per skill bucket, fitted on its own bucket's labels and, down-weighted (`other_buckets_weight`), on the
 other buckets' (labels are expensive: on the demo lakehouse's 640 labels, borrowing raised the mean out-of-fold
 Spearman from 0.18 to 0.25, see docs/benchmarks.md). Targets are the labels' percentile ranks within their bucket
-(LP values are tiny, heavy-tailed and shift as the student learns; their order is what the sampler needs). Features are standardized with the training rows' mean and spread, stored with the weights.
-The head's held-out Spearman correlation with the labels is measured out of fold (k folds: every label is
-predicted by a head that did not see it), with its one-sided p-value, so a consumer can tell a head that ranks
-from one that fits noise; the head is then refit on every row. A bucket with too few labels gets a head trained
-on every bucket's labels.
+(LP values are tiny, heavy-tailed and shift as the student learns; their order is what the sampler needs).
+Features are standardized with the training rows' mean and spread, stored with the weights. The head's held-out
+Spearman correlation with the labels is measured out of fold (k folds: every label is predicted by a head that did
+not see it), with its one-sided p-value, so a consumer can tell a head that ranks from one that fits noise; the
+head is then refit on every row. A bucket with too few labels gets a head trained on every bucket's labels alike.
 """
 
 from __future__ import annotations

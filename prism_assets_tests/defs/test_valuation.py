@@ -79,6 +79,17 @@ def test_the_proof_trains_both_streams_from_the_same_student(sampled):
     assert result.seed == 0 and result.uniform_tokens == uniform[-1][0] > 0
 
 
+def test_the_oracle_streams_rank_labelled_prompts_by_their_measured_progress(sampled):
+    from prism_assets.valuation import proof
+
+    streams = proof.oracle_streams(sampled, 1, proof.ProofConfig(seeds=(0, 1), steps=2, batch_size=3))
+    labels = dict(query(sampled, "SELECT prompt_id, lp_value FROM lp_labels WHERE round = 1"))
+    top, bottom = streams[("oracle_top", 0)], streams[("oracle_bottom", 0)]
+    assert len(top) == len(bottom) == 6 and not set(top) & set(bottom)
+    assert min(labels[p] for p in top) >= max(labels[p] for p in bottom)
+    assert sorted(streams[("oracle_top", 1)]) == sorted(top)  # the same prompts, shuffled per seed
+
+
 def test_valuation_show_prints_the_round(sampled):
     out = prism("valuation", "show", "--round", "1", root=sampled.root)
     assert out.returncode == 0, out.stderr

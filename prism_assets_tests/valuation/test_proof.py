@@ -34,4 +34,6 @@ def test_summary_reports_tokens_saved_per_seed_and_never_reached():
     assert second.scored_tokens_to_reach == math.inf and second.tokens_saved == -math.inf
     lines = proof.summary_lines([first, second])
     assert "+50.0% fewer" in lines[0] and lines[1].endswith("never") and "goal ≥ +25%" in lines[-1]
+    assert "mean n/a" in lines[-1] and "+50.0%, never" in lines[-1]
+    assert "mean +50.0%" in proof.summary_lines([first])[-1]
     proof.curves_figure(table, "test")  # mean ± sd over seeds renders
