@@ -92,6 +92,13 @@ def round_of(context: dg.AssetExecutionContext) -> int:
     return int(context.partition_key)
 
 
+def fresh_student(teacher):
+    """The default pruned student, fresh, on the teacher's device."""
+    from prism_assets.distill.student import load_student
+
+    return load_student(device="cpu" if teacher.device == "cpu" else None)[0]
+
+
 def utility_histogram(table, title: str) -> str:
     figure, axis = figure_axis((6, 2.8))
     skills = table.column("skill_bucket").to_numpy(zero_copy_only=False)
@@ -164,14 +171,12 @@ def build(parts: Partitions) -> list:
     def lp_labels(
         context: dg.AssetExecutionContext, config: LabelsConfig, lakehouse: LakehouseResource, teacher: TeacherResource
     ) -> dg.MaterializeResult:
-        from prism_assets.distill.student import load_student
-
         store = lakehouse.get()
         round_ = round_of(context)
         table = LP_LABELS.empty_table()
         if round_ > 0:
             loaded = teacher.get()
-            student, _ = load_student(device="cpu" if loaded.device == "cpu" else None)
+            student = fresh_student(loaded)
             try:
                 table = rounds.label_round(
                     store,
@@ -329,8 +334,6 @@ def build(parts: Partitions) -> list:
         lakehouse: LakehouseResource,
         teacher: TeacherResource,
     ) -> dg.MaterializeResult:
-        from prism_assets.distill.student import load_student
-
         store = lakehouse.get()
         round_ = round_of(context)
         table = VALUATION_PROOF.empty_table()
@@ -344,7 +347,7 @@ def build(parts: Partitions) -> list:
                     round_,
                     proof.ProofConfig(**settings),
                     loaded,
-                    lambda: load_student(device="cpu" if loaded.device == "cpu" else None)[0],
+                    lambda: fresh_student(loaded),
                     context.log.info,
                 )
             except (rounds.MissingInput, LookupError) as err:
