@@ -33,20 +33,28 @@ def free_port() -> int:
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 1.0):
-    """Poll `condition` until it returns something truthy; an element the page re-rendered meanwhile (stale)
-    counts as not there yet."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    """Poll `condition` until it returns something truthy; an element the page re-rendered meanwhile (stale), or a
+    click something still covers (an alert or overlay fading out), counts as not there yet."""
+    from selenium.common.exceptions import ElementClickInterceptedException, StaleElementReferenceException
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             value = condition()
-        except StaleElementReferenceException:
+        except (StaleElementReferenceException, ElementClickInterceptedException):
             value = None
         if value:
             return value
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def clicked(element) -> bool | None:
+    """Click `element` if there is one: a wait_for condition, so a covered click is tried again."""
+    if element is None:
+        return None
+    element.click()
+    return True
 
 
 @pytest.fixture()
@@ -124,31 +132,33 @@ def test_backfill_two_source_partitions_from_the_ui(dagster_ui, browser):
         assert {"ingest", "normalize", "buckets"} <= set(body.split())  # groups are shown
 
         def open_launch_dialog():
-            if skip := button("Skip"):  # the community dialog shown on a first visit, sometimes late
-                skip.click()
-                return None
-            dialogs = [
-                d for d in browser.find_elements(By.CSS_SELECTOR, "[role=dialog]") if "Partition selection" in d.text
-            ]
-            if dialogs:
-                return dialogs[0]
             try:
+                if skip := button("Skip"):  # the community dialog shown on a first visit, sometimes late
+                    skip.click()
+                    return None
+                dialogs = [
+                    d for d in browser.find_elements(By.CSS_SELECTOR, "[role=dialog]")
+                    if "Partition selection" in d.text
+                ]
+                if dialogs:
+                    return dialogs[0]
                 button("Materialize all").click()
-            except WebDriverException:  # an overlay still fading out
+            except WebDriverException:  # an overlay or an alert still in front of the button (fading out): retry
                 pass
             return None
 
         dialog = wait_for(open_launch_dialog, 60, "the launch dialog")
         for partition in PARTITIONS:
             if not menu_item(partition):
-                wait_for(lambda: browser.find_elements(By.XPATH, "//*[contains(@class, 'TagSelector')]"), 10,
-                         "the partition selector")[0].click()
-            wait_for(lambda p=partition: menu_item(p), 10, f"partition {partition} in the selector").click()
-        dialog.find_element(By.XPATH, ".//*[contains(text(), 'Launch runs')]").click()  # close the menu
+                wait_for(lambda: clicked(next(iter(browser.find_elements(
+                    By.XPATH, "//*[contains(@class, 'TagSelector')]")), None)), 10, "the partition selector")
+            wait_for(lambda p=partition: clicked(menu_item(p)), 10, f"partition {partition} in the selector")
+        wait_for(lambda: clicked(dialog.find_element(By.XPATH, ".//*[contains(text(), 'Launch runs')]")), 10,
+                 "the dialog's title (closes the menu)")
         wait_for(lambda: (all(p in dialog.text.split("\n") for p in PARTITIONS)
                           and button("Launch backfill").is_enabled()),
                  10, "both partitions to be selected")
-        button("Launch backfill").click()
+        wait_for(lambda: clicked(button("Launch backfill")), 10, "the backfill to launch")
         link = wait_for(lambda: next((a.get_attribute("href") for a in browser.find_elements(By.TAG_NAME, "a")
                                       if "/runs/b/" in (a.get_attribute("href") or "")), None), 30, "the backfill link")
         browser.get(link)
