@@ -49,14 +49,18 @@ class ProofConfig:
     max_prompt_tokens: int = 256  # longer prompts are skipped in both streams alike (CPU steps stay short)
 
 
+def short_prompts(store: Lakehouse, ids: pa.Array | pa.ChunkedArray, max_prompt_tokens: int) -> set[str]:
+    """The ids among `ids` whose prompt has at most `max_prompt_tokens` (o200k estimate, bucket_labels)."""
+    lengths = store.read_table("bucket_labels", ["id", "prompt_tokens_est"], pc.is_in(pc.field("id"), pc.unique(ids)))
+    return set(lengths.filter(pc.less_equal(lengths.column("prompt_tokens_est"), max_prompt_tokens))
+               .column("id").to_pylist())
+
+
 def stream(store: Lakehouse, round_: int, seed: int, count: int, config: ProofConfig) -> list[str]:
     """The first `count` prompt ids of the P1 stream of `round_` rebuilt with `seed`."""
     plan = manifest.plan_for(store, config.token_budget, tau=config.tau, seed=seed)
     rows = manifest.build(store, plan, "P1", round_).manifest.sort_by("stream_order")
-    lengths = store.read_table("bucket_labels", ["id", "prompt_tokens_est"],
-                               pc.is_in(pc.field("id"), pc.unique(rows.column("prompt_id"))))
-    short = set(lengths.filter(pc.less_equal(lengths.column("prompt_tokens_est"), config.max_prompt_tokens))
-                .column("id").to_pylist())
+    short = short_prompts(store, rows.column("prompt_id"), config.max_prompt_tokens)
     return [i for i in rows.column("prompt_id").to_pylist() if i in short][:count]
 
 
@@ -81,10 +85,7 @@ def oracle_streams(store: Lakehouse, round_: int, config: ProofConfig) -> dict[t
     were measured on the kl_slice's valuation half, the proof evaluates on the other half, so this is a fair
     ceiling for the heads (which only see a prompt's embedding and features)."""
     labels = store.read_table("lp_labels", ["prompt_id", "lp_value"], pc.field("round") == round_)
-    lengths = store.read_table("bucket_labels", ["id", "prompt_tokens_est"],
-                               pc.is_in(pc.field("id"), labels.column("prompt_id")))
-    short = set(lengths.filter(pc.less_equal(lengths.column("prompt_tokens_est"), config.max_prompt_tokens))
-                .column("id").to_pylist())
+    short = short_prompts(store, labels.column("prompt_id"), config.max_prompt_tokens)
     ranked = [p for p, _ in sorted(((p, v) for p, v in zip(labels.column("prompt_id").to_pylist(),
                                                              labels.column("lp_value").to_pylist()) if p in short),
                                    key=lambda pv: (-pv[1], pv[0]))]

@@ -211,16 +211,17 @@ def trusted_heads(heads: pa.Table, max_p_value: float) -> dict[str, bool]:
             for skill, rho, p in rows}
 
 
-def utility_table(store: Lakehouse, round_: int, max_p_value: float = 0.05) -> pa.Table:
-    """prompt_utility rows of one round for every candidate: the bucket head's score, and a difficulty proxy (the
-    teacher's window entropy as a percentile within the skill bucket). Round 0 is uniform: utility 0. A head whose
-    held-out ranking is not better than chance (p > max_p_value, or NaN) is not used: its bucket gets the neutral
-    utility, i.e. stays uniform within its quotas, rather than sampling by noise."""
+def utility_table(store: Lakehouse, round_: int, max_p_value: float = 0.05) -> tuple[pa.Table, list[str]]:
+    """(prompt_utility rows of one round for every candidate, the skill buckets whose head scored them). A row
+    holds the bucket head's score and a difficulty proxy (the teacher's window entropy as a percentile within the
+    skill bucket). Round 0 is uniform: utility 0. A head whose held-out ranking is not better than chance
+    (p > max_p_value, or NaN) is not used: its bucket gets the neutral utility, i.e. stays uniform within its
+    quotas, rather than sampling by noise."""
     pool = candidate_pool(store)
     ids = pool.column("id").combine_chunks()
     skills = pool.column("skill_bucket").to_numpy(zero_copy_only=False)
     utility = np.zeros(len(ids), np.float32)
-    version = "uniform"
+    version, used = "uniform", []
     if round_ > 0:
         heads = store.read_table("scorer_weights", ["skill_bucket", "weights", "heldout_spearman", "heldout_p_value"],
                                  pc.field("round") == round_)
@@ -233,8 +234,9 @@ def utility_table(store: Lakehouse, round_: int, max_p_value: float = 0.05) -> p
             if mine.any():
                 utility[mine] = (scorer.predict(scorer.from_bytes(weights), x[mine]) if trusted.get(skill)
                                  else NEUTRAL_UTILITY)
-        used = "+".join(s for s in SKILL_BUCKETS if trusted.get(s)) or "none"
-        version = f"heads-round-{round_}-v{store.table('scorer_weights').version()}-p{max_p_value:g}-used-{used}"
+        used = [s for s in SKILL_BUCKETS if trusted.get(s)]
+        version = (f"heads-round-{round_}-v{store.table('scorer_weights').version()}-p{max_p_value:g}"
+                   f"-used-{'+'.join(used) or 'none'}")
     entropy = take_by_id(store.read_table("prompt_features", ["id", "teacher_entropy_mean"],
                                           pc.is_in(pc.field("id"), ids)), ids, ["teacher_entropy_mean"])
     entropy = entropy["teacher_entropy_mean"].to_numpy(zero_copy_only=False).astype(np.float64)
@@ -243,6 +245,7 @@ def utility_table(store: Lakehouse, round_: int, max_p_value: float = 0.05) -> p
         mine = (skills == skill) & ~np.isnan(entropy)
         if mine.any():
             difficulty[mine] = difficulty_percentile(entropy[mine])
-    return pa.table({"id": ids, "round": pa.array([round_] * len(ids), pa.int32()),
-                     "utility_score": pa.array(utility), "difficulty_proxy": pa.array(difficulty),
-                     "scorer_version": pa.array([version] * len(ids), pa.string())}).cast(PROMPT_UTILITY)
+    table = pa.table({"id": ids, "round": pa.array([round_] * len(ids), pa.int32()),
+                      "utility_score": pa.array(utility), "difficulty_proxy": pa.array(difficulty),
+                      "scorer_version": pa.array([version] * len(ids), pa.string())}).cast(PROMPT_UTILITY)
+    return table, used

@@ -284,16 +284,12 @@ def build(parts: Partitions) -> list:
         store = lakehouse.get()
         round_ = round_of(context)
         try:
-            table = rounds.utility_table(store, round_, config.max_p_value)
+            table, used = rounds.utility_table(store, round_, config.max_p_value)
         except rounds.MissingInput as err:
             raise dg.Failure(description=str(err)) from err
-        used = {}
         if round_ > 0:
-            heads = store.read_table("scorer_weights", None, pc.field("round") == round_)
-            used = rounds.trusted_heads(heads, config.max_p_value)
-            names = ", ".join(s for s in SKILL_BUCKETS if used.get(s)) or "none"
             context.log.info(
-                f"heads used (out-of-fold Spearman > 0 at p ≤ {config.max_p_value:g}): {names}; "
+                f"heads used (out-of-fold Spearman > 0 at p ≤ {config.max_p_value:g}): {', '.join(used) or 'none'}; "
                 "the other buckets stay uniform"
             )
         commit = store.replace_partition("prompt_utility", PROMPT_UTILITY, lambda: [table], "round", round_)
@@ -306,7 +302,7 @@ def build(parts: Partitions) -> list:
                 commit,
                 [("round", round_)],
                 scorer_version=table.column("scorer_version")[0].as_py() if table.num_rows else "none",
-                heads_used=[s for s in SKILL_BUCKETS if used.get(s)],
+                heads_used=used,
                 utility_histogram=dg.MetadataValue.md(utility_histogram(shown, f"round {round_}: utility per bucket")),
             )
         )
