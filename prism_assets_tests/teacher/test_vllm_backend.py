@@ -22,15 +22,19 @@ from prism_assets.teacher.backends import GenerationParams, default_teacher_dir
 from prism_assets.teacher.backends.crosscheck import run
 
 REPO = Path(__file__).resolve().parents[2]
-VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
+VLLM_ENV = REPO / ".venv-vllm"
+VLLM_PYTHON = VLLM_ENV / "bin" / "python"
 TOLERANCE = 1e-3
+
+pytestmark = pytest.mark.skipif(
+    not (VLLM_ENV / ".installed").exists(),
+    reason="vLLM's CPU environment is not built (`make vllm-env`; `make test` builds it where the disk allows)")
 
 
 @pytest.fixture(scope="module")
 def crosscheck(teacher, tmp_path_factory):
     """The transformers teacher's responses (sampled) captured by both backends, and each backend's greedy
     responses to the same prompts."""
-    assert VLLM_PYTHON.exists(), f"{VLLM_PYTHON} is missing: run `make vllm-env` (`make test` does)"
     texts = ("Name a colour.", "Write one line about the sea.", "What is 12 times 7?")
     prompts = [teacher.prompt_ids([{"role": "user", "content": text}]) for text in texts]
     keys = ["colour", "sea", "sum"]
