@@ -111,7 +111,8 @@ class StagedLakehouse:
         # the demo's settings, with a lighter valuation: the teacher's window and the labels are the slow part
         config = {**DEMO_RUN_CONFIG, "prompt_features": {"config": {"context": 16, "window": 4}},
                   "lp_labels": {"config": {"calibration_share": 0.02, "min_per_bucket": 6, "warmup_steps": 8,
-                                           "heldout_prompts": 8, "heldout_tokens": 12, "max_new_tokens": 16}},
+                                           "heldout_prompts": 8, "heldout_tokens": 12, "max_new_tokens": 16,
+                                           "student_context": 16, "student_window": 4}},
                   # 6 labels per bucket rank by chance: use the heads anyway, the tests check the machinery
                   "prompt_utility": {"config": {"max_p_value": 1.0}},
                   "valuation_proof": {"config": {"seeds": [0], "steps": 2, "eval_every": 1, "heldout_prompts": 4,

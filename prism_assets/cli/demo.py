@@ -32,6 +32,8 @@ DEMO_VALUATION_CONFIG = {
                 "heldout_prompts": 12,
                 "heldout_tokens": 16,
                 "max_new_tokens": 24,
+                "student_context": 24,  # the same window as prompt_features
+                "student_window": 4,
             }
         },
         # the proof at demo size: two seeds, 12 steps of 4 prompts per stream

@@ -322,6 +322,18 @@ LP_LABELS = pa.schema([
     ("settings_json", pa.string()),
 ])
 
+STUDENT_FEATURES = pa.schema([
+    ("round", pa.int32()),  # partition: the round whose labelling student (after its warm-up) was measured
+    ("id", pa.string()),
+    ("skill_bucket", pa.string()),
+    ("student_window_kl_mean", pa.float32()),  # KL(teacher ‖ student), nats, over prompt_features' window
+    ("student_window_kl_max", pa.float32()),
+    ("window_tokens", pa.int32()),
+    ("warmup_steps", pa.int32()),  # online-KD steps of that student (the same as lp_labels of the round)
+    ("teacher_id", pa.string()),
+    ("feature_version", pa.string()),
+])
+
 SCORER_WEIGHTS = pa.schema([
     ("round", pa.int32()),  # partition
     ("skill_bucket", pa.string()),
@@ -383,6 +395,7 @@ CONTRACTS = {
     "logit_fidelity": LOGIT_FIDELITY,
     "prompt_features": PROMPT_FEATURES,
     "lp_labels": LP_LABELS,
+    "student_features": STUDENT_FEATURES,
     "scorer_weights": SCORER_WEIGHTS,
     "prompt_utility": PROMPT_UTILITY,
     "valuation_proof": VALUATION_PROOF,

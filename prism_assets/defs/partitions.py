@@ -43,6 +43,7 @@ PARTITION_COLUMNS: dict[str, str | tuple[str, ...]] = {
     "logit_fidelity": "shard",
     "prompt_features": "source_dataset",
     "lp_labels": "round",
+    "student_features": "round",
     "scorer_weights": "round",
     "prompt_utility": "round",
     "valuation_proof": "round",

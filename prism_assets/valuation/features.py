@@ -10,7 +10,8 @@ generation-free signal of difficulty), and the positions before it say how predi
 is. A short window at the prompt's end costs one forward pass of `context` tokens and projects only `window`
 positions onto the vocabulary, so a million prompts are cheap on a GPU.
 
-Student vs teacher (once a student exists): KL(teacher ‖ student) on the same window.
+Student vs teacher, per round (spec §8.1 "after the student warms up"): KL(teacher ‖ student) on the same window,
+with the round's warmed-up labelling student.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ MARKERS = {
 # Numeric features the scorer reads, in order (log1p of counts and lengths).
 NUMERIC = ("log_prompt_tokens", "num_user_turns", "skill_confidence", *MARKERS, "teacher_entropy_mean",
            "teacher_entropy_max", "teacher_margin_mean", "teacher_margin_max")
+# Student-side features of a round (student_features), read after NUMERIC by heads trained from that round on.
+STUDENT_NUMERIC = ("student_window_kl_mean", "student_window_kl_max")
 
 
 def prompt_features(texts: pa.Array) -> dict[str, np.ndarray]:
@@ -72,29 +75,36 @@ def window_logits(model, prompts: Sequence[Sequence[int]], context: int, window:
     return model.get_output_embeddings()(hidden[:, -window:]).float()
 
 
+def length_batches(prompts: Sequence[Sequence[int]], context: int, window: int, batch_size: int,
+                   log: Callable[[str], None] | None, what: str):
+    """(rows, valid) per batch of prompts of similar length (short prompts are not padded to long ones); `valid`
+    masks the window positions a prompt shorter than the window does not have. Logs progress with an ETA."""
+    lengths = np.array([min(len(p), context) for p in prompts])
+    order = np.argsort(lengths, kind="stable")
+    began = time.monotonic()
+    for start in range(0, len(prompts), batch_size):
+        rows = order[start: start + batch_size]
+        yield rows, np.arange(window)[None, :] >= window - lengths[rows][:, None]
+        if log and (start // batch_size) % 20 == 19:
+            done = min(start + batch_size, len(prompts))
+            log(f"{what}: {done:,}/{len(prompts):,} prompts, "
+                f"ETA {(time.monotonic() - began) / done * (len(prompts) - done):.0f} s")
+
+
 @torch.inference_mode()
 def teacher_window_stats(model, prompts: Sequence[Sequence[int]], context: int = 64, window: int = 8,
                          pad_id: int = 0, batch_size: int = 16, log: Callable[[str], None] | None = None
                          ) -> WindowStats:
-    """Entropy (nats) and top-1 − top-2 log-prob margin of the teacher over each prompt's window, batched by
-    length so short prompts are not padded to long ones."""
-    order = np.argsort([min(len(p), context) for p in prompts], kind="stable")
+    """Entropy (nats) and top-1 − top-2 log-prob margin of the teacher over each prompt's window."""
     n = len(prompts)
     entropy, margin = np.zeros((n, window), np.float32), np.zeros((n, window), np.float32)
     valid = np.zeros((n, window), bool)
-    began = time.monotonic()
-    for start in range(0, n, batch_size):
-        rows = order[start: start + batch_size]
+    for rows, mask in length_batches(prompts, context, window, batch_size, log, "teacher window statistics"):
+        valid[rows] = mask
         logp = torch.log_softmax(window_logits(model, [prompts[i] for i in rows], context, window, pad_id), -1)
         top2 = logp.topk(2, dim=-1).values
         entropy[rows] = -(logp.exp() * logp).sum(-1).cpu().numpy()
         margin[rows] = (top2[..., 0] - top2[..., 1]).cpu().numpy()
-        lengths = np.array([min(len(prompts[i]), context) for i in rows])
-        valid[rows] = np.arange(window)[None, :] >= window - lengths[:, None]  # a prompt shorter than the window
-        if log and (start // batch_size) % 20 == 0:
-            done = min(start + batch_size, n)
-            log(f"teacher window statistics: {done:,}/{n:,} prompts, "
-                f"ETA {(time.monotonic() - began) / done * (n - done):.0f} s")
     masked_entropy = np.where(valid, entropy, np.nan)
     masked_margin = np.where(valid, margin, np.nan)
     return WindowStats(np.nanmean(masked_entropy, 1), np.nanmax(masked_entropy, 1), np.nanmean(masked_margin, 1),
@@ -103,20 +113,25 @@ def teacher_window_stats(model, prompts: Sequence[Sequence[int]], context: int =
 
 @torch.inference_mode()
 def student_window_kl(teacher_model, student_model, prompts: Sequence[Sequence[int]], context: int = 64,
-                      window: int = 8, pad_id: int = 0, batch_size: int = 16) -> np.ndarray:
-    """Mean KL(teacher ‖ student) over each prompt's window."""
-    out = np.zeros(len(prompts), np.float32)
-    for start in range(0, len(prompts), batch_size):
-        batch = prompts[start: start + batch_size]
+                      window: int = 8, pad_id: int = 0, batch_size: int = 16,
+                      log: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and max KL(teacher ‖ student) over each prompt's window: where the student still disagrees with the
+    teacher about how the request ends and its answer begins."""
+    n = len(prompts)
+    kl, valid = np.zeros((n, window), np.float32), np.zeros((n, window), bool)
+    for rows, mask in length_batches(prompts, context, window, batch_size, log, "student-teacher window KL"):
+        valid[rows] = mask
+        batch = [prompts[i] for i in rows]
         t = torch.log_softmax(window_logits(teacher_model, batch, context, window, pad_id), -1)
         s = torch.log_softmax(window_logits(student_model, batch, context, window, pad_id), -1)
-        out[start: start + len(batch)] = (t.exp() * (t - s)).sum(-1).mean(-1).cpu().numpy()
-    return out
+        kl[rows] = (t.exp() * (t - s)).sum(-1).clamp(min=0).cpu().numpy()
+    masked = np.where(valid, kl, np.nan)
+    return np.nanmean(masked, 1), np.nanmax(masked, 1)
 
 
-def feature_matrix(table: pa.Table) -> np.ndarray:
-    """(n, len(NUMERIC)) float32 matrix of the scorer's numeric features from a prompt_features table; missing
-    teacher statistics (not computed) read as 0."""
+def feature_matrix(table: pa.Table, names: Sequence[str]) -> np.ndarray:
+    """(n, len(names)) float32 matrix of the scorer's numeric features; missing teacher statistics (not computed)
+    read as 0."""
     columns = [np.nan_to_num(table.column(name).to_numpy(zero_copy_only=False).astype(np.float32))
-               for name in NUMERIC]
+               for name in names]
     return np.stack(columns, axis=1) if columns else np.zeros((table.num_rows, 0), np.float32)

@@ -1,6 +1,6 @@
-"""What `prism valuation show --round R` prints: the round's labels and their cost, the heads and their held-out
-Spearman, the utility per bucket, how the round's manifest shifted from round 0, and the proof's outcome (scored vs
-uniform stream). DuckDB over the lakehouse."""
+"""What `prism valuation show --round R` prints: the round's labels and their cost, the student's window KL and how
+it ranks with the labels, the heads and their held-out Spearman, the utility per bucket, how the round's manifest
+shifted from round 0, and the proof's outcome (scored vs uniform stream). DuckDB over the lakehouse."""
 
 from __future__ import annotations
 
@@ -26,6 +26,21 @@ def report(lakehouse: Lakehouse, round_: int) -> str:
                              f"label; held-out KL {before:.3f} before, {after:.3f} after k updates on average")
             else:
                 lines.append("  learning-progress labels: none (round 0 is the uniform warm-up)")
+        if "student_features" in tables and "lp_labels" in tables:
+            candidates, kl, steps = con.execute(
+                "SELECT count(*), avg(student_window_kl_mean), any_value(warmup_steps) FROM student_features "
+                "WHERE round = ?", [round_]).fetchone()
+            if candidates:
+                labelled, rho = con.execute("""
+                    WITH pairs AS (
+                        SELECT l.lp_value, s.student_window_kl_mean AS kl FROM lp_labels l
+                        JOIN student_features s ON s.id = l.prompt_id AND s.round = l.round WHERE l.round = ?)
+                    SELECT count(*), corr(lp_rank, kl_rank) FROM (
+                        SELECT rank() OVER (ORDER BY lp_value) AS lp_rank, rank() OVER (ORDER BY kl) AS kl_rank
+                        FROM pairs)""", [round_]).fetchone()
+                lines.append(f"  student-teacher window KL after {steps} warm-up steps: {kl:.3f} nats on average "
+                             f"over {candidates:,} candidates; Spearman with the {labelled} labels "
+                             + (f"{rho:+.3f}" if rho is not None else "n/a"))
         if "scorer_weights" in tables:
             heads = con.execute("SELECT skill_bucket, training_rows, heldout_spearman, heldout_p_value, "
                                 "fallback_all_buckets FROM scorer_weights WHERE round = ? ORDER BY 1",

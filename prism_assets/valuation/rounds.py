@@ -15,14 +15,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prism_assets.core.contracts import LP_LABELS, PROMPT_FEATURES, PROMPT_UTILITY, SCORER_WEIGHTS, SKILL_BUCKETS
+from prism_assets.core.contracts import (
+    LP_LABELS,
+    PROMPT_FEATURES,
+    PROMPT_UTILITY,
+    SCORER_WEIGHTS,
+    SKILL_BUCKETS,
+    STUDENT_FEATURES,
+)
 from prism_assets.core.storage import Lakehouse, take_by_id
 from prism_assets.core.text import content_text
 from prism_assets.curation.redundancy.inputs import embedding_matrix
@@ -54,6 +61,12 @@ class LabelConfig:
     heldout_prompts: int = 24
     heldout_tokens: int = 24
     seed: int = 0
+    student_context: int = 64  # the window of the student features: as prompt_features' context and window
+    student_window: int = 8
+
+
+# Every input column of a head, in order after the embedding: prompt features, then the round's student features.
+FEATURE_NAMES = (*features.NUMERIC, *features.STUDENT_NUMERIC)
 
 
 def heldout_half(prompt_id: str) -> str:
@@ -138,8 +151,10 @@ def messages_of(store: Lakehouse, ids: pa.Array) -> list[list[dict]]:
 
 
 def label_round(store: Lakehouse, round_: int, config: LabelConfig, progress_config: progress.ProgressConfig,
-                teacher, student, log: Callable[[str], None] = print) -> pa.Table:
-    """lp_labels rows of one round: warm up the student, then label the calibration subset."""
+                teacher, student, log: Callable[[str], None] = print) -> tuple[pa.Table, pa.Table]:
+    """(lp_labels rows, student_features rows) of one round: warm up the student, measure its window KL to the
+    teacher on every candidate, then label the calibration subset. One student serves both, so the heads see
+    the disagreement of the very student whose progress the labels measured."""
     pool = candidate_pool(store)
     subset = calibration_subset(pool, round_, config)
     ids = subset.column("id").combine_chunks()
@@ -153,31 +168,69 @@ def label_round(store: Lakehouse, round_: int, config: LabelConfig, progress_con
         rest.num_rows)[: config.warmup_prompts], pa.int64())) if rest.num_rows else pa.array([], pa.string())
     warm = progress.candidates(teacher, list(zip(warm_ids.to_pylist(), messages_of(store, warm_ids))),
                                progress_config.max_new_tokens, config.seed)
-    preconditioner = progress.warm_up(student, warm, config.warmup_steps * round_, 4, progress_config.learning_rate,
+    warmup_steps = config.warmup_steps * round_
+    preconditioner = progress.warm_up(student, warm, warmup_steps, 4, progress_config.learning_rate,
                                       config.seed, teacher.pad_id)
+    student_table = student_feature_table(store, pool, round_, config, teacher, student, warmup_steps, log)
     records = progress.label(student, labelled, heldout, progress_config, preconditioner, teacher.pad_id, log)
     skill_of = dict(zip(subset.column("id").to_pylist(), subset.column("skill_bucket").to_pylist()))
     settings = json.dumps({**asdict(config), **asdict(progress_config)}, sort_keys=True)
     rows = [{"round": round_, "prompt_id": r["prompt_ids"][0], "skill_bucket": skill_of[r["prompt_ids"][0]],
              "batch_prompt_ids": r["prompt_ids"], "tokens": r["tokens"], "heldout_kl_before": r["heldout_kl_before"],
              "heldout_kl_after": r["heldout_kl_after"], "lp_value": r["lp_value"], "seconds": r["seconds"],
-             "heldout_prompts": len(heldout_set), "warmup_steps": config.warmup_steps * round_,
+             "heldout_prompts": len(heldout_set), "warmup_steps": warmup_steps,
              "teacher_id": teacher.teacher_id, "settings_json": settings} for r in records]
-    return pa.Table.from_pylist(rows, LP_LABELS)
+    return pa.Table.from_pylist(rows, LP_LABELS), student_table
 
 
-def scorer_inputs(store: Lakehouse, ids: pa.Array) -> np.ndarray:
-    """(n, embedding + features) inputs of the heads for `ids` (rows without features or embeddings raise)."""
+def student_feature_table(store: Lakehouse, pool: pa.Table, round_: int, config: LabelConfig, teacher, student,
+                          warmup_steps: int, log: Callable[[str], None] | None = None) -> pa.Table:
+    """student_features rows of one round: the warmed-up student's window KL to the teacher on every candidate
+    (one forward pass of each per prompt, no generation)."""
+    ids = pool.column("id").combine_chunks()
+    prompts = [teacher.prompt_ids(m) for m in messages_of(store, ids)]
+    kl_mean, kl_max = features.student_window_kl(teacher.model, student, prompts, config.student_context,
+                                                 config.student_window, teacher.pad_id, log=log)
+    n = len(ids)
+    return pa.table({
+        "round": pa.array([round_] * n, pa.int32()), "id": ids, "skill_bucket": pool.column("skill_bucket"),
+        "student_window_kl_mean": pa.array(kl_mean), "student_window_kl_max": pa.array(kl_max),
+        "window_tokens": pa.array([min(len(p), config.student_context, config.student_window) for p in prompts],
+                                  pa.int32()),
+        "warmup_steps": pa.array([warmup_steps] * n, pa.int32()),
+        "teacher_id": pa.array([teacher.teacher_id] * n, pa.string()),
+        "feature_version": pa.array([f"{features.FEATURE_VERSION}-student-ctx{config.student_context}"
+                                     f"-win{config.student_window}"] * n, pa.string()),
+    }).cast(STUDENT_FEATURES)
+
+
+def scorer_inputs(store: Lakehouse, ids: pa.Array, round_: int, names: Sequence[str] = FEATURE_NAMES
+                  ) -> np.ndarray:
+    """(n, embedding + features) inputs of round `round_`'s heads for `ids`, the features in `names` order (rows
+    without features or embeddings raise)."""
     if not store.exists("prompt_features"):
         raise MissingInput("the scorer needs prompt_features: materialize it for every source")
-    table = store.read_table("prompt_features", None, pc.is_in(pc.field("id"), ids))
+    prompt_names = [n for n in names if n in features.NUMERIC]
+    student_names = [n for n in names if n in features.STUDENT_NUMERIC]
+    table = store.read_table("prompt_features", ["id", *prompt_names], pc.is_in(pc.field("id"), ids))
     embeddings = store.read_table("prompt_embeddings", ["id", "embedding"], pc.is_in(pc.field("id"), ids))
-    feature_rows = pa.table(take_by_id(table, ids, list(features.NUMERIC)))
+    columns = take_by_id(table, ids, prompt_names)
     embedding = take_by_id(embeddings, ids, ["embedding"])["embedding"]
-    if embedding.null_count or feature_rows.column(0).null_count:
-        raise MissingInput(f"{max(embedding.null_count, feature_rows.column(0).null_count)} prompts lack features "
-                           "or embeddings: materialize prompt_features and prompt_embeddings for every source")
-    return np.concatenate([embedding_matrix(pa.chunked_array([embedding])), features.feature_matrix(feature_rows)], 1)
+    missing = max(embedding.null_count, columns[prompt_names[0]].null_count if prompt_names else 0)
+    if missing:
+        raise MissingInput(f"{missing} prompts lack features or embeddings: materialize prompt_features and "
+                           "prompt_embeddings for every source")
+    if student_names:
+        student = (store.read_table("student_features", ["id", *student_names],
+                                    (pc.field("round") == round_) & pc.is_in(pc.field("id"), ids))
+                   if store.exists("student_features") else STUDENT_FEATURES.empty_table())
+        student_columns = take_by_id(student, ids, student_names)
+        if student_columns[student_names[0]].null_count:
+            raise MissingInput(f"{student_columns[student_names[0]].null_count} prompts lack round {round_}'s "
+                               f"student features: materialize lp_labels for round {round_} (it measures them)")
+        columns.update(student_columns)
+    return np.concatenate([embedding_matrix(pa.chunked_array([embedding])),
+                           features.feature_matrix(pa.table({n: columns[n] for n in names}), names)], 1)
 
 
 def train_heads(store: Lakehouse, round_: int, config: scorer.ScorerConfig) -> pa.Table:
@@ -186,7 +239,7 @@ def train_heads(store: Lakehouse, round_: int, config: scorer.ScorerConfig) -> p
     if labels.num_rows == 0:
         raise MissingInput(f"lp_labels has no labels for round {round_}: materialize lp_labels for that round")
     ids = labels.column("prompt_id").combine_chunks()
-    x, values = scorer_inputs(store, ids), labels.column("lp_value").to_numpy()
+    x, values = scorer_inputs(store, ids, round_), labels.column("lp_value").to_numpy()
     skills = labels.column("skill_bucket").to_numpy(zero_copy_only=False)
     rows = []
     for skill in SKILL_BUCKETS:
@@ -195,7 +248,7 @@ def train_heads(store: Lakehouse, round_: int, config: scorer.ScorerConfig) -> p
                      "training_rows": trained.training_rows, "heldout_spearman": trained.heldout_spearman,
                      "heldout_p_value": trained.heldout_p_value,
                      "fallback_all_buckets": trained.fallback, "inputs": int(x.shape[1]),
-                     "feature_names": list(features.NUMERIC), "config_json": json.dumps(asdict(config))})
+                     "feature_names": list(FEATURE_NAMES), "config_json": json.dumps(asdict(config))})
     return pa.Table.from_pylist(rows, SCORER_WEIGHTS)
 
 
@@ -223,12 +276,12 @@ def utility_table(store: Lakehouse, round_: int, max_p_value: float = 0.05) -> t
     utility = np.zeros(len(ids), np.float32)
     version, used = "uniform", []
     if round_ > 0:
-        heads = store.read_table("scorer_weights", ["skill_bucket", "weights", "heldout_spearman", "heldout_p_value"],
-                                 pc.field("round") == round_)
+        heads = store.read_table("scorer_weights", ["skill_bucket", "weights", "heldout_spearman", "heldout_p_value",
+                                                    "feature_names"], pc.field("round") == round_)
         if heads.num_rows == 0:
             raise MissingInput(f"scorer_weights has no heads for round {round_}: materialize it for that round")
         trusted = trusted_heads(heads, max_p_value)
-        x = scorer_inputs(store, ids)
+        x = scorer_inputs(store, ids, round_, heads.column("feature_names")[0].as_py())  # the names it trained on
         for skill, weights in zip(heads.column("skill_bucket").to_pylist(), heads.column("weights").to_pylist()):
             mine = skills == skill
             if mine.any():

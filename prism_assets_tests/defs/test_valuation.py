@@ -28,6 +28,21 @@ def test_round_zero_is_uniform_and_round_one_is_labelled_and_scored(sampled):
     assert features == labelled
 
 
+def test_the_labelling_student_measures_every_candidate_and_the_heads_read_it(sampled):
+    from prism_assets.valuation.rounds import FEATURE_NAMES
+
+    [(zero, measured, candidates, kl, steps, label_steps)] = query(sampled, """
+        SELECT count(*) FILTER (round = 0), count(*) FILTER (round = 1),
+               (SELECT count(*) FROM prompt_utility WHERE round = 1), avg(student_window_kl_mean) FILTER (round = 1),
+               any_value(warmup_steps) FILTER (round = 1),
+               (SELECT any_value(warmup_steps) FROM lp_labels WHERE round = 1)
+        FROM student_features""")
+    assert zero == 0 and measured == candidates and kl > 0 and steps == label_steps == 8
+    heads = sampled.read_table("scorer_weights", filter=pc.field("round") == 1)
+    assert heads.column("feature_names")[0].as_py() == list(FEATURE_NAMES)
+    assert "student_window_kl_mean" in FEATURE_NAMES
+
+
 def test_round_one_manifests_favour_high_utility_under_the_same_quotas(sampled):
     [(uniform, scored)] = query(sampled, """
         SELECT avg(u.utility_score) FILTER (m.round = 0), avg(u.utility_score) FILTER (m.round = 1 AND NOT m.is_tail)
@@ -94,4 +109,5 @@ def test_valuation_show_prints_the_round(sampled):
     out = prism("valuation", "show", "--round", "1", root=sampled.root)
     assert out.returncode == 0, out.stderr
     assert "learning-progress labels" in out.stdout and "head B2" in out.stdout and "round 1:" in out.stdout
+    assert "student-teacher window KL after 8 warm-up steps" in out.stdout
     assert "proof (valuation_proof)" in out.stdout and "tokens saved" in out.stdout

@@ -48,7 +48,17 @@ def test_window_statistics_do_not_depend_on_batch_mates():
     together = features.teacher_window_stats(model, prompts, context=24, window=4, batch_size=3)
     alone = [features.teacher_window_stats(model, [p], context=24, window=4) for p in prompts]
     assert np.allclose(together.entropy_mean, [a.entropy_mean[0] for a in alone], atol=1e-4)
-    assert np.allclose(features.student_window_kl(model, model, prompts, 24, 4), 0, atol=1e-5)
+    kl_mean, kl_max = features.student_window_kl(model, model, prompts, 24, 4, batch_size=2)
+    assert np.allclose(kl_mean, 0, atol=1e-5) and np.allclose(kl_max, 0, atol=1e-5)
+
+
+def test_window_kl_to_a_uniform_student_is_log_vocab_minus_the_teachers_entropy():
+    teacher, student = tiny_model(), tiny_model(uniform=True)
+    prompts = [list(range(1, 20)), [7, 8, 9], list(range(5, 30))]  # the second is shorter than the window
+    stats = features.teacher_window_stats(teacher, prompts, context=16, window=4)
+    kl_mean, kl_max = features.student_window_kl(teacher, student, prompts, context=16, window=4, batch_size=2)
+    assert np.allclose(kl_mean, np.log(50) - stats.entropy_mean, atol=1e-4)  # KL(p ‖ uniform) = log V − H(p)
+    assert (kl_max >= kl_mean - 1e-6).all() and (kl_mean > 0).all()
 
 
 def test_a_head_recovers_a_planted_utility():

@@ -12,6 +12,7 @@ from prism_assets.core.contracts import (
     PROMPT_UTILITY,
     SCORER_WEIGHTS,
     SKILL_BUCKETS,
+    STUDENT_FEATURES,
     VALUATION_PROOF,
 )
 from prism_assets.core.report import figure_axis, figure_markdown, markdown_table
@@ -52,6 +53,10 @@ class LabelsConfig(dg.Config):
     batch_prompts: int = Field(default=1, description="Prompts per candidate batch (1 = a label per prompt)")
     max_new_tokens: int = Field(default=32, description="Tokens of the teacher answer the updates train on")
     seed: int = Field(default=0, description="Seed of the subset, the answers and the warm-up")
+    student_context: int = Field(default=64, description="student_features: prompt tokens both models see "
+                                 "(set it to prompt_features' context)")
+    student_window: int = Field(default=8, description="student_features: positions whose KL is summarized "
+                                "(set it to prompt_features' window)")
 
 
 class HeadsConfig(dg.Config):
@@ -99,16 +104,18 @@ def fresh_student(teacher):
     return load_student(device="cpu" if teacher.device == "cpu" else None)[0]
 
 
-def utility_histogram(table, title: str) -> str:
+def bucket_histogram(table, column: str, value_range: tuple[float, float] | None, title: str) -> str:
+    """A stacked histogram of one column per skill bucket, as markdown for the UI."""
     figure, axis = figure_axis((6, 2.8))
     skills = table.column("skill_bucket").to_numpy(zero_copy_only=False)
-    utility = table.column("utility_score").to_numpy()
+    values = table.column(column).to_numpy()
     axis.hist(
-        [utility[skills == s] for s in SKILL_BUCKETS], bins=20, range=(0, 1), stacked=True, label=list(SKILL_BUCKETS)
+        [values[skills == s] for s in SKILL_BUCKETS], bins=20, range=value_range, stacked=True,
+        label=list(SKILL_BUCKETS),
     )
     axis.legend(fontsize=7)
     axis.set_title(title, fontsize=10)
-    axis.set_xlabel("utility_score")
+    axis.set_xlabel(column)
     axis.set_ylabel("prompts")
     return figure_markdown(figure, title)
 
@@ -154,31 +161,48 @@ def build(parts: Partitions) -> list:
             )
         )
 
-    @dg.asset(
-        partitions_def=parts.round,
-        kinds={"delta", "pytorch"},
-        pool="teacher",
-        deps=[
-            "near_duplicates",
-            *(dg.AssetDep(name, partition_mapping=ALL_PARTITIONS)
-              for name in ("prompt_pool", "diversity_caps", "validation_sets", "prompt_clusters")),
+    candidates = [
+        "near_duplicates",
+        *(dg.AssetDep(name, partition_mapping=ALL_PARTITIONS)
+          for name in ("prompt_pool", "diversity_caps", "validation_sets", "prompt_clusters")),
+    ]
+
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(
+                "lp_labels",
+                kinds={"delta", "pytorch"},
+                deps=candidates,
+                **asset_attributes("lp_labels", STAGE),
+                description="Learning-progress labels of a calibration subset (spec §9.1): snapshot the student, k "
+                "mini-updates of online KD on a candidate, the drop of held-out KL (kl_slice, valuation half), "
+                "restore; lp_value = Δ KL / tokens. Round 0 is the warm-up and has none.",
+            ),
+            dg.AssetSpec(
+                "student_features",
+                kinds={"delta", "pytorch"},
+                deps=candidates,
+                **asset_attributes("student_features", STAGE),
+                description="Student–teacher disagreement of every candidate (spec §8.1, after the student warms "
+                "up): KL(teacher ‖ student) over the window at the prompt's end, with the round's labelling "
+                "student after its warm-up, measured in the same run as the labels; the round's heads read it. "
+                "Round 0 (no student yet) has none.",
+            ),
         ],
-        **asset_attributes("lp_labels", STAGE),
-        description="Learning-progress labels of a calibration subset (spec §9.1): snapshot the student, k "
-        "mini-updates of online KD on a candidate, the drop of held-out KL (kl_slice, valuation half), restore; "
-        "lp_value = Δ KL / tokens. Round 0 is the warm-up and has none.",
+        partitions_def=parts.round,
+        pool="teacher",
     )
     def lp_labels(
         context: dg.AssetExecutionContext, config: LabelsConfig, lakehouse: LakehouseResource, teacher: TeacherResource
-    ) -> dg.MaterializeResult:
+    ):
         store = lakehouse.get()
         round_ = round_of(context)
-        table = LP_LABELS.empty_table()
+        table, student_table = LP_LABELS.empty_table(), STUDENT_FEATURES.empty_table()
         if round_ > 0:
             loaded = teacher.get()
             student = fresh_student(loaded)
             try:
-                table = rounds.label_round(
+                table, student_table = rounds.label_round(
                     store,
                     round_,
                     rounds.LabelConfig(**config_values(config, rounds.LabelConfig)),
@@ -191,13 +215,17 @@ def build(parts: Partitions) -> list:
                 raise dg.Failure(description=str(err)) from err
         else:
             context.log.info("round 0 is the warm-up: uniform within quotas, no learning-progress labels (spec §9.2)")
+        student_commit = store.replace_partition(
+            "student_features", STUDENT_FEATURES, lambda: [student_table], "round", round_
+        )
         commit = store.replace_partition("lp_labels", LP_LABELS, lambda: [table], "round", round_)
         values = table.column("lp_value").to_numpy()
         seconds = table.column("seconds").to_numpy()
         by_bucket = [
             [s, int((table.column("skill_bucket").to_numpy(zero_copy_only=False) == s).sum())] for s in SKILL_BUCKETS
         ]
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
+            asset_key="lp_labels",
             metadata=table_metadata(
                 store,
                 "lp_labels",
@@ -207,7 +235,29 @@ def build(parts: Partitions) -> list:
                 positive_share=float((values > 0).mean()) if len(values) else 0.0,
                 seconds_per_label=float(seconds.mean()) if len(seconds) else 0.0,
                 labels_per_bucket=dg.MetadataValue.md(markdown_table(["bucket", "labels"], by_bucket)),
-            )
+            ),
+        )
+        kl = student_table.column("student_window_kl_mean").to_numpy()
+        yield dg.MaterializeResult(
+            asset_key="student_features",
+            metadata=table_metadata(
+                store,
+                "student_features",
+                student_commit,
+                [("round", round_)],
+                **(
+                    {
+                        "student_window_kl_mean": float(kl.mean()),
+                        "warmup_steps": int(student_table.column("warmup_steps")[0].as_py()),
+                        "kl_histogram": dg.MetadataValue.md(
+                            bucket_histogram(student_table, "student_window_kl_mean", None,
+                                             f"round {round_}: student-teacher window KL per bucket")
+                        ),
+                    }
+                    if len(kl)
+                    else {}
+                ),
+            ),
         )
 
     @dg.asset(
@@ -215,6 +265,7 @@ def build(parts: Partitions) -> list:
         kinds={"delta", "pytorch"},
         deps=[
             "lp_labels",
+            "student_features",
             *(dg.AssetDep(name, partition_mapping=ALL_PARTITIONS) for name in ("prompt_features", "prompt_embeddings")),
         ],
         **asset_attributes("scorer_weights", STAGE),
@@ -267,6 +318,7 @@ def build(parts: Partitions) -> list:
         kinds={"delta", "pytorch"},
         deps=[
             "scorer_weights",
+            "student_features",
             *(
                 dg.AssetDep(name, partition_mapping=ALL_PARTITIONS)
                 for name in ("prompt_features", "prompt_embeddings", "diversity_caps", "validation_sets")
@@ -303,7 +355,9 @@ def build(parts: Partitions) -> list:
                 [("round", round_)],
                 scorer_version=table.column("scorer_version")[0].as_py() if table.num_rows else "none",
                 heads_used=used,
-                utility_histogram=dg.MetadataValue.md(utility_histogram(shown, f"round {round_}: utility per bucket")),
+                utility_histogram=dg.MetadataValue.md(
+                    bucket_histogram(shown, "utility_score", (0, 1), f"round {round_}: utility per bucket")
+                ),
             )
         )
 

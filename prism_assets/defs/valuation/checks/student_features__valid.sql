@@ -1,0 +1,16 @@
+-- description: every candidate of a labelled round has exactly one finite, non-negative student-teacher window KL (max ≥ mean), measured after the same warm-up as the round's labels, and every labelled prompt has one
+-- blocking: true
+SELECT id, 'student_window_kl mean ' || student_window_kl_mean || ', max ' || student_window_kl_max || ' over '
+       || window_tokens || ' positions' AS problem
+FROM student_features
+WHERE NOT (isfinite(student_window_kl_mean) AND isfinite(student_window_kl_max)) OR student_window_kl_mean < 0
+   OR student_window_kl_max < student_window_kl_mean - 1e-6 OR window_tokens <= 0
+UNION ALL
+SELECT id, 'measured ' || count(*) || ' times in round ' || round FROM student_features GROUP BY id, round HAVING count(*) > 1
+UNION ALL
+SELECT l.prompt_id, 'labelled in round ' || l.round || ' without student features of that round'
+FROM lp_labels l ANTI JOIN student_features s ON s.id = l.prompt_id AND s.round = l.round
+UNION ALL
+SELECT s.id, 'student warmed up ' || s.warmup_steps || ' steps, the round''s labels ' || l.warmup_steps
+FROM student_features s JOIN (SELECT DISTINCT round, warmup_steps FROM lp_labels) l ON l.round = s.round
+WHERE s.warmup_steps <> l.warmup_steps
