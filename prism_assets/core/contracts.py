@@ -329,6 +329,10 @@ STUDENT_FEATURES = pa.schema([
     ("student_window_kl_mean", pa.float32()),  # KL(teacher ‖ student), nats, over prompt_features' window
     ("student_window_kl_max", pa.float32()),
     ("window_tokens", pa.int32()),
+    # Mean sparse KL(stored teacher targets ‖ student) over the analysis tokens and over the final tokens of the
+    # prompt's captured response: null unless teacher_logit_shards holds one of this teacher with an analysis span
+    ("analysis_kl_mean", pa.float32()),
+    ("final_kl_mean", pa.float32()),
     ("warmup_steps", pa.int32()),  # online-KD steps of that student (the same as lp_labels of the round)
     ("teacher_id", pa.string()),
     ("feature_version", pa.string()),

@@ -11,19 +11,25 @@ is. A short window at the prompt's end costs one forward pass of `context` token
 positions onto the vocabulary, so a million prompts are cheap on a GPU.
 
 Student vs teacher, per round (spec §8.1 "after the student warms up"): KL(teacher ‖ student) on the same window,
-with the round's warmed-up labelling student.
+with the round's warmed-up labelling student; and, where a captured response has analysis / final spans (Harmony
+or think-tag teachers), the student's KL to the stored targets on each channel: whether it disagrees with the
+teacher's reasoning or with its answer.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
+
+from prism_assets.distill import losses
+from prism_assets.distill.loader import Batch
+from prism_assets.distill.train import position_logits
 
 FEATURE_VERSION = "v1"
 
@@ -127,6 +133,28 @@ def student_window_kl(teacher_model, student_model, prompts: Sequence[Sequence[i
         kl[rows] = (t.exp() * (t - s)).sum(-1).clamp(min=0).cpu().numpy()
     masked = np.where(valid, kl, np.nan)
     return np.nanmean(masked, 1), np.nanmax(masked, 1)
+
+
+@torch.inference_mode()
+def channel_kl(student, batches: Iterable[Batch]) -> dict[str, tuple[float, float]]:
+    """{prompt id: (mean KL on analysis tokens, mean KL on final tokens)} of the student against the stored teacher
+    targets (the sparse loss's estimate: exact on the nucleus, RSKD on the tail). The batches mark analysis tokens
+    with channel weight 0 (`channel_weights={"analysis": 0.0}`); every other response token counts as final. A
+    channel without tokens reads NaN."""
+    sums: dict[str, np.ndarray] = {}  # analysis KL, analysis tokens, final KL, final tokens
+    for batch in batches:
+        stored = batch.targets
+        kl = losses.sparse_kl(position_logits(student, batch), stored.nucleus_ids, stored.nucleus_logprobs,
+                              stored.nucleus_mask, stored.tail_ids, stored.tail_logprobs, stored.tail_weights)
+        rows = len(batch.prompt_ids)
+        slot = 2 * torch.div(batch.positions, batch.input_ids.shape[1], rounding_mode="floor") + (batch.weights != 0)
+        totals = torch.bincount(slot, weights=kl.double(), minlength=2 * rows).view(rows, 2).numpy()
+        counts = torch.bincount(slot, minlength=2 * rows).view(rows, 2).numpy()
+        for row, prompt_id in enumerate(batch.prompt_ids):
+            sums.setdefault(prompt_id, np.zeros(4))[:] += (totals[row, 0], counts[row, 0], totals[row, 1],
+                                                           counts[row, 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {prompt_id: (float(s[0] / s[1]), float(s[2] / s[3])) for prompt_id, s in sums.items()}
 
 
 def feature_matrix(table: pa.Table, names: Sequence[str]) -> np.ndarray:

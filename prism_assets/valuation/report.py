@@ -41,6 +41,13 @@ def report(lakehouse: Lakehouse, round_: int) -> str:
                 lines.append(f"  student-teacher window KL after {steps} warm-up steps: {kl:.3f} nats on average "
                              f"over {candidates:,} candidates; Spearman with the {labelled} labels "
                              + (f"{rho:+.3f}" if rho is not None else "n/a"))
+                spanned, analysis, final = con.execute(
+                    "SELECT count(analysis_kl_mean), avg(analysis_kl_mean), avg(final_kl_mean) FROM student_features "
+                    "WHERE round = ?", [round_]).fetchone()
+                lines.append(f"  student KL on the teacher's reasoning vs its answer: {analysis:.3f} vs {final:.3f} "
+                             f"nats per token over {spanned:,} captured responses with an analysis span" if spanned
+                             else "  student KL on the teacher's reasoning vs its answer: no captured response of "
+                             "this teacher has an analysis span")
         if "scorer_weights" in tables:
             heads = con.execute("SELECT skill_bucket, training_rows, heldout_spearman, heldout_p_value, "
                                 "fallback_all_buckets FROM scorer_weights WHERE round = ? ORDER BY 1",

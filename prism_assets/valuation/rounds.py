@@ -22,7 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prism_assets.core import duck
 from prism_assets.core.contracts import (
+    CONTRACTS,
     LP_LABELS,
     PROMPT_FEATURES,
     PROMPT_UTILITY,
@@ -35,6 +37,7 @@ from prism_assets.core.text import content_text
 from prism_assets.curation.redundancy.inputs import embedding_matrix
 from prism_assets.curation.sampling.manifest import validation_exclusions
 from prism_assets.curation.sampling.sampler import difficulty_percentile
+from prism_assets.distill.loader import SHARDS, TRAINING_COLUMNS, table_batches
 from prism_assets.distill.runs import heldout_prompts as kl_slice
 from prism_assets.distill.train import held_out
 from prism_assets.valuation import features, progress, scorer
@@ -191,17 +194,45 @@ def student_feature_table(store: Lakehouse, pool: pa.Table, round_: int, config:
     prompts = [teacher.prompt_ids(m) for m in messages_of(store, ids)]
     kl_mean, kl_max = features.student_window_kl(teacher.model, student, prompts, config.student_context,
                                                  config.student_window, teacher.pad_id, log=log)
+    by_channel = analysis_disagreement(store, ids, teacher.teacher_id, student, teacher.pad_id)
+    if log:
+        log(f"analysis-vs-final KL: {len(by_channel):,} candidates have a captured response with an analysis span"
+            + ("" if by_channel else " (none: teacher_logit_shards holds no reasoning channel of this teacher yet)"))
+    channels = [by_channel.get(i, (None, None)) for i in ids.to_pylist()]
     n = len(ids)
     return pa.table({
         "round": pa.array([round_] * n, pa.int32()), "id": ids, "skill_bucket": pool.column("skill_bucket"),
         "student_window_kl_mean": pa.array(kl_mean), "student_window_kl_max": pa.array(kl_max),
         "window_tokens": pa.array([min(len(p), config.student_context, config.student_window) for p in prompts],
                                   pa.int32()),
+        "analysis_kl_mean": pa.array([c[0] for c in channels], pa.float32(), from_pandas=True),
+        "final_kl_mean": pa.array([c[1] for c in channels], pa.float32(), from_pandas=True),
         "warmup_steps": pa.array([warmup_steps] * n, pa.int32()),
         "teacher_id": pa.array([teacher.teacher_id] * n, pa.string()),
         "feature_version": pa.array([f"{features.FEATURE_VERSION}-student-ctx{config.student_context}"
                                      f"-win{config.student_window}"] * n, pa.string()),
     }).cast(STUDENT_FEATURES)
+
+
+def analysis_disagreement(store: Lakehouse, ids: pa.Array, teacher_id: str, student, pad_id: int,
+                          batch_size: int = 4) -> dict[str, tuple[float, float]]:
+    """{candidate id: (student KL on analysis tokens, on final tokens)} over the captured responses of this teacher
+    that have an analysis span (`features.channel_kl`); ChatML teachers have none, and then it is empty. One
+    streamed DuckDB scan of the shards, so only those responses are ever decoded."""
+    if not store.exists(SHARDS):
+        return {}
+    schema = pa.schema([CONTRACTS[SHARDS].field(c) for c in TRAINING_COLUMNS])
+    with duck.connect() as con:
+        duck.create_view(con, store, SHARDS)
+        con.register("candidates", pa.table({"id": ids}))
+        columns = ", ".join(f's."{c}"' for c in TRAINING_COLUMNS)
+        reader = con.execute(
+            f'SELECT {columns} FROM "{SHARDS}" s SEMI JOIN candidates c ON s.prompt_id = c.id '
+            "WHERE s.teacher_id = ? AND list_contains([span.channel FOR span IN s.spans], 'analysis')",
+            [teacher_id]).to_arrow_reader(256)
+        tables = (pa.Table.from_batches([b]).cast(schema) for b in reader)
+        return features.channel_kl(student, table_batches(tables, batch_size, channel_weights={"analysis": 0.0},
+                                                          pad_id=pad_id))
 
 
 def scorer_inputs(store: Lakehouse, ids: pa.Array, round_: int, names: Sequence[str] = FEATURE_NAMES

@@ -31,13 +31,14 @@ def test_round_zero_is_uniform_and_round_one_is_labelled_and_scored(sampled):
 def test_the_labelling_student_measures_every_candidate_and_the_heads_read_it(sampled):
     from prism_assets.valuation.rounds import FEATURE_NAMES
 
-    [(zero, measured, candidates, kl, steps, label_steps)] = query(sampled, """
+    [(zero, measured, candidates, kl, steps, label_steps, by_channel)] = query(sampled, """
         SELECT count(*) FILTER (round = 0), count(*) FILTER (round = 1),
                (SELECT count(*) FROM prompt_utility WHERE round = 1), avg(student_window_kl_mean) FILTER (round = 1),
                any_value(warmup_steps) FILTER (round = 1),
-               (SELECT any_value(warmup_steps) FROM lp_labels WHERE round = 1)
+               (SELECT any_value(warmup_steps) FROM lp_labels WHERE round = 1), count(analysis_kl_mean)
         FROM student_features""")
     assert zero == 0 and measured == candidates and kl > 0 and steps == label_steps == 8
+    assert by_channel == 0  # the ChatML teacher's responses have no reasoning channel
     heads = sampled.read_table("scorer_weights", filter=pc.field("round") == 1)
     assert heads.column("feature_names")[0].as_py() == list(FEATURE_NAMES)
     assert "student_window_kl_mean" in FEATURE_NAMES
@@ -110,4 +111,5 @@ def test_valuation_show_prints_the_round(sampled):
     assert out.returncode == 0, out.stderr
     assert "learning-progress labels" in out.stdout and "head B2" in out.stdout and "round 1:" in out.stdout
     assert "student-teacher window KL after 8 warm-up steps" in out.stdout
+    assert "no captured response of this teacher has an analysis span" in out.stdout
     assert "proof (valuation_proof)" in out.stdout and "tokens saved" in out.stdout

@@ -99,3 +99,47 @@ def test_a_thin_bucket_borrows_from_the_others_and_a_bare_one_falls_back():
 def test_percentile_ranks_share_ties_and_spearman_needs_spread():
     assert scorer.percentile_ranks(np.array([3.0, 1.0, 2.0, 2.0])).tolist() == pytest.approx([1.0, 0.0, 0.5, 0.5])
     assert np.isnan(scorer.spearman(np.ones(5), np.arange(5))).all()
+
+
+def test_the_students_kl_splits_into_the_teachers_reasoning_and_its_answer(tmp_path):
+    """Only this teacher's captured responses with an analysis span are read; batched with batch-mates of other
+    lengths, each channel's mean is the sparse KL of the response alone, token by token, over that channel."""
+    from prism_assets.core.contracts import TEACHER_LOGITS
+    from prism_assets.core.storage import Lakehouse
+    from prism_assets.distill import losses
+    from prism_assets.distill.loader import SHARDS, TRAINING_COLUMNS, collate, example_from_row
+    from prism_assets.distill.train import position_logits
+    from prism_assets.valuation import rounds
+    from prism_assets_tests.distill.test_loader import rows
+
+    def spans(*parts):
+        return [{"channel": channel, "start": start, "end": end} for channel, start, end in parts]
+
+    stored = rows([(5, 6), (2, 4), (7, 3), (3, 5)])
+    stored[0]["spans"] = spans(("analysis", 0, 4), ("final", 4, 6))
+    stored[1]["spans"] = spans(("final", 0, 4))  # no reasoning channel (ChatML): not read
+    stored[3]["spans"] = spans(("analysis", 0, 5))  # cut off while reasoning: no answer tokens
+    schema = pa.schema([TEACHER_LOGITS.field(c) for c in ("shard", "teacher_id", *TRAINING_COLUMNS)])
+    table = pa.Table.from_pylist([{**r, "shard": "000", "teacher_id": "other" if i == 2 else "teacher",
+                                   "capture_params": None, "sampled_log_z": None} for i, r in enumerate(stored)],
+                                 schema)
+    store = Lakehouse(str(tmp_path))
+    store.replace_partition(SHARDS, schema, lambda: table.to_batches(), "shard", "000")
+    student = tiny_model(vocab=2048)
+
+    found = rounds.analysis_disagreement(store, pa.array(["p0", "p1", "p2", "p3", "missing"]), "teacher", student,
+                                         pad_id=0)
+
+    assert sorted(found) == ["p0", "p3"]
+    for prompt_id, analysis_end in (("p0", 4), ("p3", 5)):
+        batch = collate([example_from_row(next(r for r in stored if r["prompt_id"] == prompt_id))])
+        t = batch.targets
+        with torch.inference_mode():
+            kl = losses.sparse_kl(position_logits(student, batch), t.nucleus_ids, t.nucleus_logprobs, t.nucleus_mask,
+                                  t.tail_ids, t.tail_logprobs, t.tail_weights)
+        analysis, final = found[prompt_id]
+        assert analysis == pytest.approx(float(kl[:analysis_end].mean()), rel=1e-4)
+        assert (np.isnan(final) if analysis_end == len(kl) else final == pytest.approx(float(kl[analysis_end:].mean()),
+                                                                                       rel=1e-4))
+    assert rounds.analysis_disagreement(Lakehouse(str(tmp_path / "empty")), pa.array(["p0"]), "teacher", student,
+                                        pad_id=0) == {}

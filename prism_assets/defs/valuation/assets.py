@@ -186,7 +186,9 @@ def build(parts: Partitions) -> list:
                 description="Student–teacher disagreement of every candidate (spec §8.1, after the student warms "
                 "up): KL(teacher ‖ student) over the window at the prompt's end, with the round's labelling "
                 "student after its warm-up, measured in the same run as the labels; the round's heads read it. "
-                "Round 0 (no student yet) has none.",
+                "Where teacher_logit_shards already holds this teacher's response to a candidate with an analysis "
+                "span, also the student's KL on its reasoning vs its answer (read as found, not a dependency: the "
+                "shards follow manifests that this round's utility drives). Round 0 (no student yet) has none.",
             ),
         ],
         partitions_def=parts.round,
@@ -249,6 +251,8 @@ def build(parts: Partitions) -> list:
                     {
                         "student_window_kl_mean": float(kl.mean()),
                         "warmup_steps": int(student_table.column("warmup_steps")[0].as_py()),
+                        "responses_with_analysis_span": student_table.num_rows
+                        - student_table.column("analysis_kl_mean").null_count,
                         "kl_histogram": dg.MetadataValue.md(
                             bucket_histogram(student_table, "student_window_kl_mean", None,
                                              f"round {round_}: student-teacher window KL per bucket")
