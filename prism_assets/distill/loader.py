@@ -140,10 +140,11 @@ def manifest_order(store: Lakehouse, phase: str, round_: int) -> list[str]:
     return rows.sort_by("stream_order").column("prompt_id").to_pylist()
 
 
-def shard_tables(store: Lakehouse, prompt_ids: Iterable[str], profile: str = "card", rows_per_chunk: int = 1024
-                 ) -> Iterator[pa.Table]:
+def shard_tables(store: Lakehouse, prompt_ids: Iterable[str], profile: str = "card", rows_per_chunk: int = 1024,
+                 where: str = "TRUE", parameters: Sequence = ()) -> Iterator[pa.Table]:
     """Rows of the profile's table for `prompt_ids`, in their order (an id repeats once per occurrence; ids with no
-    captured response are skipped), as Arrow tables of `rows_per_chunk` rows.
+    captured response are skipped), as Arrow tables of `rows_per_chunk` rows; `where` (over the table as `s`, with
+    `parameters`) keeps only some of them.
 
     Why DuckDB: stream order is not storage order, so taking rows by id means one filtered scan of the whole table
     per chunk (quadratic in the stream). Here the ids are the build side of one hash join, the table is scanned
@@ -159,7 +160,8 @@ def shard_tables(store: Lakehouse, prompt_ids: Iterable[str], profile: str = "ca
         con.register("wanted", pa.table({"stream_position": pa.array(np.arange(len(ids))), "prompt_id": ids}))
         columns = ", ".join(f's."{c}"' for c in stored.columns)
         reader = con.execute(f'SELECT {columns} FROM wanted w JOIN "{stored.table}" s ON s.prompt_id = w.prompt_id '
-                             "ORDER BY w.stream_position").to_arrow_reader(rows_per_chunk)
+                             f"WHERE {where} ORDER BY w.stream_position", list(parameters)
+                             ).to_arrow_reader(rows_per_chunk)
         for batch in reader:
             yield pa.Table.from_batches([batch]).cast(schema)
 

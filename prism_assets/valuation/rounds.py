@@ -22,9 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prism_assets.core import duck
 from prism_assets.core.contracts import (
-    CONTRACTS,
     LP_LABELS,
     PROMPT_FEATURES,
     PROMPT_UTILITY,
@@ -37,7 +35,7 @@ from prism_assets.core.text import content_text
 from prism_assets.curation.redundancy.inputs import embedding_matrix
 from prism_assets.curation.sampling.manifest import validation_exclusions
 from prism_assets.curation.sampling.sampler import difficulty_percentile
-from prism_assets.distill.loader import SHARDS, TRAINING_COLUMNS, table_batches
+from prism_assets.distill.loader import SHARDS, shard_tables, table_batches
 from prism_assets.distill.runs import heldout_prompts as kl_slice
 from prism_assets.distill.train import held_out
 from prism_assets.valuation import features, progress, scorer
@@ -221,18 +219,10 @@ def analysis_disagreement(store: Lakehouse, ids: pa.Array, teacher_id: str, stud
     streamed DuckDB scan of the shards, so only those responses are ever decoded."""
     if not store.exists(SHARDS):
         return {}
-    schema = pa.schema([CONTRACTS[SHARDS].field(c) for c in TRAINING_COLUMNS])
-    with duck.connect() as con:
-        duck.create_view(con, store, SHARDS)
-        con.register("candidates", pa.table({"id": ids}))
-        columns = ", ".join(f's."{c}"' for c in TRAINING_COLUMNS)
-        reader = con.execute(
-            f'SELECT {columns} FROM "{SHARDS}" s SEMI JOIN candidates c ON s.prompt_id = c.id '
-            "WHERE s.teacher_id = ? AND list_contains([span.channel FOR span IN s.spans], 'analysis')",
-            [teacher_id]).to_arrow_reader(256)
-        tables = (pa.Table.from_batches([b]).cast(schema) for b in reader)
-        return features.channel_kl(student, table_batches(tables, batch_size, channel_weights={"analysis": 0.0},
-                                                          pad_id=pad_id))
+    tables = shard_tables(store, ids.to_pylist(), rows_per_chunk=256, parameters=[teacher_id],
+                          where="s.teacher_id = ? AND list_contains([span.channel FOR span IN s.spans], 'analysis')")
+    return features.channel_kl(student, table_batches(tables, batch_size, channel_weights={"analysis": 0.0},
+                                                      pad_id=pad_id))
 
 
 def scorer_inputs(store: Lakehouse, ids: pa.Array, round_: int, names: Sequence[str] = FEATURE_NAMES
