@@ -1,7 +1,7 @@
 """Does the scorer-driven stream teach faster? The `valuation_proof` asset's comparison from the command line, at
-any size: the same pruned student trained for the same steps on the uniform round-0 P1 stream and on the round-R
-scored P1 stream, several seeds, held-out KL vs tokens on the kl_slice's evaluation half (see
-prism_assets/valuation/proof.py).
+any size: the same student (the round's labelling student; `--cold-start`: the fresh pruned one) trained for the
+same steps on the uniform round-0 P1 stream and on the round-R scored P1 stream, several seeds, held-out KL vs
+tokens on the kl_slice's evaluation half (see prism_assets/valuation/proof.py).
 
     python benchmarks/bench_valuation.py --lakehouse lakehouse --round 1 --seeds 0 1 2 --steps 32
 
@@ -55,6 +55,9 @@ def main() -> None:
     parser.add_argument("--oracle", action="store_true",
                         help="diagnostic: also train on the labelled prompts with the highest / lowest / random LP "
                         "labels (what a perfect scorer could do)")
+    parser.add_argument("--cold-start", action="store_true",
+                        help="start both students from the fresh pruned student instead of the round's labelling "
+                        "student")
     parser.add_argument("--output", help="also write every curve as JSON here")
     parser.add_argument("--store", action="store_true", help="also write the curves to valuation_proof")
     args = parser.parse_args()
@@ -65,7 +68,8 @@ def main() -> None:
                                learning_rate=args.lr, eval_every=args.eval_every,
                                heldout_prompts=args.heldout_prompts, heldout_tokens=args.heldout_tokens,
                                max_new_tokens=args.max_new_tokens, token_budget=args.budget, tau=args.tau,
-                               max_prompt_tokens=args.max_prompt_tokens)
+                               max_prompt_tokens=args.max_prompt_tokens,
+                               warm_start=not args.cold_start)
     count = config.steps * config.batch_size
     extra = {(f"scored_tau{tau:g}", seed): proof.stream(store, args.round, seed, count, replace(config, tau=tau))
              for tau in args.extra_tau for seed in config.seeds}

@@ -3,6 +3,11 @@ same steps on (a) the uniform round-0 P1 stream and (b) the round-r P1 stream th
 utility, for several seeds; held-out KL vs tokens on the *evaluation* half of the kl_slice (the labels measure on
 the other half, so the scorer is never graded on the prompts it was trained to favour).
 
+Both students start from the round's labelling student (its lp_labels warm-up, rebuilt): the scored stream
+is judged where the round actually begins, on the student whose progress the labels measured. `warm_start=False`
+starts them from the fresh pruned student instead (there the first steps repair the pruned layers, and any prompt
+does that about as well as any other).
+
 For each seed both manifests are rebuilt with that seed by the code the sampling_manifest asset runs
 (`manifest.plan_for`, `manifest.build`), and each stream's first steps × batch prompts are trained on in stream
 order. The teacher answers every prompt once (seeded per prompt, so a prompt shared by both streams gets the same
@@ -14,6 +19,7 @@ interpolated between evaluations (the issue's goal: ≥ 25% fewer).
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -29,7 +35,7 @@ from prism_assets.curation.sampling import manifest
 from prism_assets.distill.loader import batches
 from prism_assets.distill.train import DistillConfig, held_out, train
 from prism_assets.valuation import progress
-from prism_assets.valuation.rounds import heldout_prompts, messages_of
+from prism_assets.valuation.rounds import heldout_prompts, labelling_student, messages_of
 
 STREAMS = ("uniform", "scored")
 
@@ -47,6 +53,9 @@ class ProofConfig:
     token_budget: int = 2_000_000  # of the rebuilt manifests
     tau: float = 2.0  # of the rebuilt manifests: sampling_weight = exp(tau * utility), as sampling_manifest's config
     max_prompt_tokens: int = 256  # longer prompts are skipped in both streams alike (CPU steps stay short)
+    # Both students start from the round's labelling student (round r follows the warm-up its labels were measured
+    # after, spec §9.2); False: from the fresh pruned student, whose first steps any prompt teaches alike.
+    warm_start: bool = True
 
 
 def short_prompts(store: Lakehouse, ids: pa.Array | pa.ChunkedArray, max_prompt_tokens: int) -> set[str]:
@@ -111,6 +120,10 @@ def run(store: Lakehouse, round_: int, config: ProofConfig, teacher, new_student
     if not evaluation:
         raise LookupError("the kl_slice's evaluation half is empty: materialize validation_sets")
     heldout = held_out(teacher, evaluation, config.heldout_tokens, seed=0)
+    start = new_student()
+    if config.warm_start:
+        steps = labelling_student(store, round_, teacher, start)
+        log(f"proof round {round_}: both streams start from the round's labelling student ({steps} warm-up steps)")
     wanted = sorted({i for ids in streams.values() for i in ids})
     log(f"proof round {round_}: held-out {len(evaluation)} prompts ({heldout.batch.tokens} tokens); the teacher "
         f"answers {len(wanted)} distinct prompts of {len(streams)} streams")
@@ -125,8 +138,8 @@ def run(store: Lakehouse, round_: int, config: ProofConfig, teacher, new_student
         logits = {i: answers[i].teacher_logits for i in kept}
         distill = DistillConfig(signal="online", loss="dense", steps=config.steps, batch_size=config.batch_size,
                                 learning_rate=config.learning_rate, seed=seed, eval_every=config.eval_every)
-        curve = train(new_student(), lambda examples=examples: batches(examples, config.batch_size, teacher.pad_id),
-                      distill, heldout,
+        curve = train(copy.deepcopy(start),
+                      lambda examples=examples: batches(examples, config.batch_size, teacher.pad_id), distill, heldout,
                       lambda batch, logits=logits: torch.cat([logits[k] for k in batch.prompt_ids]).float(),
                       log=lambda line: None)
         rows += [{"round": round_, "seed": seed, "stream": name, "step": p.step, "tokens": p.tokens,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import pyarrow as pa
@@ -164,14 +164,7 @@ def label_round(store: Lakehouse, round_: int, config: LabelConfig, progress_con
     heldout_set = heldout_prompts(store, "valuation", config.heldout_prompts)
     heldout = held_out(teacher, heldout_set, config.heldout_tokens, config.seed)
     labelled = progress.candidates(teacher, prompts, progress_config.max_new_tokens, config.seed, log=log)
-    rest = pool.filter(pc.invert(pc.is_in(pool.column("id"), ids)))
-    warm_ids = rest.column("id").take(pa.array(np.random.default_rng(config.seed + round_).permutation(
-        rest.num_rows)[: config.warmup_prompts], pa.int64())) if rest.num_rows else pa.array([], pa.string())
-    warm = progress.candidates(teacher, list(zip(warm_ids.to_pylist(), messages_of(store, warm_ids))),
-                               progress_config.max_new_tokens, config.seed)
-    warmup_steps = config.warmup_steps * round_
-    preconditioner = progress.warm_up(student, warm, warmup_steps, 4, progress_config.learning_rate,
-                                      config.seed, teacher.pad_id)
+    preconditioner, warmup_steps = warm_up(store, pool, ids, round_, config, progress_config, teacher, student)
     student_table = student_feature_table(store, pool, round_, config, teacher, student, warmup_steps, log)
     records = progress.label(student, labelled, heldout, progress_config, preconditioner, teacher.pad_id, log)
     skill_of = dict(zip(subset.column("id").to_pylist(), subset.column("skill_bucket").to_pylist()))
@@ -182,6 +175,37 @@ def label_round(store: Lakehouse, round_: int, config: LabelConfig, progress_con
              "heldout_prompts": len(heldout_set), "warmup_steps": warmup_steps,
              "teacher_id": teacher.teacher_id, "settings_json": settings} for r in records]
     return pa.Table.from_pylist(rows, LP_LABELS), student_table
+
+
+def warm_up(store: Lakehouse, pool: pa.Table, calibration_ids: pa.Array, round_: int, config: LabelConfig,
+            progress_config: progress.ProgressConfig, teacher, student) -> tuple[list, int]:
+    """Warm `student` up in place as round `round_`'s labelling student: online KD on a seeded sample of the
+    candidates outside the calibration subset. Returns (the labels' preconditioner, warm-up steps)."""
+    rest = pool.filter(pc.invert(pc.is_in(pool.column("id"), calibration_ids)))
+    warm_ids = rest.column("id").take(pa.array(np.random.default_rng(config.seed + round_).permutation(
+        rest.num_rows)[: config.warmup_prompts], pa.int64())) if rest.num_rows else pa.array([], pa.string())
+    warm = progress.candidates(teacher, list(zip(warm_ids.to_pylist(), messages_of(store, warm_ids))),
+                               progress_config.max_new_tokens, config.seed)
+    steps = config.warmup_steps * round_
+    return progress.warm_up(student, warm, steps, 4, progress_config.learning_rate, config.seed,
+                            teacher.pad_id), steps
+
+
+def labelling_student(store: Lakehouse, round_: int, teacher, student) -> int:
+    """Turn a fresh `student` into round `round_`'s labelling student, in place: the warm-up its lp_labels run did
+    before labelling, rebuilt from the settings those labels recorded. The proof starts both of its streams here,
+    so the scored stream is judged on the student whose progress the labels measured. Returns its warm-up steps."""
+    labels = store.read_table("lp_labels", ["settings_json"], pc.field("round") == round_) \
+        if store.exists("lp_labels") else LP_LABELS.empty_table()
+    if labels.num_rows == 0:
+        raise MissingInput(f"lp_labels has no labels for round {round_}: materialize lp_labels for that round")
+    settings = json.loads(labels.column("settings_json")[0].as_py())
+    config, progress_config = (kind(**{f.name: settings[f.name] for f in fields(kind) if f.name in settings})
+                               for kind in (LabelConfig, progress.ProgressConfig))
+    pool = candidate_pool(store)
+    subset = calibration_subset(pool, round_, config)
+    return warm_up(store, pool, subset.column("id").combine_chunks(), round_, config, progress_config, teacher,
+                   student)[1]
 
 
 def student_feature_table(store: Lakehouse, pool: pa.Table, round_: int, config: LabelConfig, teacher, student,

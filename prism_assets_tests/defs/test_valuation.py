@@ -95,6 +95,23 @@ def test_the_proof_trains_both_streams_from_the_same_student(sampled):
     assert result.seed == 0 and result.uniform_tokens == uniform[-1][0] > 0
 
 
+def test_the_proof_starts_from_the_labelling_student_itself(sampled, teacher):
+    from prism_assets.distill.student import load_student
+    from prism_assets.valuation import features, rounds
+
+    measured = sampled.read_table("student_features", filter=pc.field("round") == 1).sort_by("id").slice(0, 12)
+    prompts = [teacher.prompt_ids(m) for m in rounds.messages_of(sampled, measured.column("id").combine_chunks())]
+    stored = measured.column("student_window_kl_mean").to_numpy()
+
+    def window_kl(student):
+        return features.student_window_kl(teacher.model, student, prompts, 16, 4, teacher.pad_id)[0]  # the fixture's
+
+    fresh = load_student(device="cpu")[0]
+    assert not np.allclose(window_kl(fresh), stored, rtol=1e-2)
+    assert rounds.labelling_student(sampled, 1, teacher, fresh) == 8  # the fixture's warm-up, read from lp_labels
+    assert np.allclose(window_kl(fresh), stored, rtol=1e-3, atol=1e-4)  # the student the labels were measured on
+
+
 def test_the_oracle_streams_rank_labelled_prompts_by_their_measured_progress(sampled):
     from prism_assets.valuation import proof
 

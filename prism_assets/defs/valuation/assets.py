@@ -91,6 +91,11 @@ class ProofRunConfig(dg.Config):
     token_budget: int = Field(default=2_000_000, description="Token budget of the rebuilt manifests")
     tau: float = Field(default=2.0, description="Utility temperature of the rebuilt manifests (as sampling_manifest)")
     max_prompt_tokens: int = Field(default=256, description="Longer prompts are skipped in both streams alike")
+    warm_start: bool = Field(
+        default=True,
+        description="Both students start from the round's labelling student (the warm-up of its lp_labels run, "
+        "rebuilt); false: from the fresh pruned student",
+    )
 
 
 def round_of(context: dg.AssetExecutionContext) -> int:
@@ -377,10 +382,11 @@ def build(parts: Partitions) -> list:
             ),
         ],
         **asset_attributes("valuation_proof", STAGE),
-        description="Does the round's scored stream teach faster? The same pruned student trained for the same "
-        "steps on the uniform round-0 P1 stream and on this round's scored P1 stream, per seed; held-out KL vs "
-        "tokens on the kl_slice's evaluation half (the labels never saw it) and the tokens the scored stream needs "
-        "to reach the uniform stream's final KL. Round 0 has nothing to compare.",
+        description="Does the round's scored stream teach faster? The same student (the round's labelling "
+        "student, warmed up as its lp_labels run did) trained for the same steps on the uniform round-0 P1 stream "
+        "and on this round's scored P1 stream, per seed; held-out KL vs tokens on the kl_slice's evaluation half "
+        "(the labels never saw it) and the tokens the scored stream needs to reach the uniform stream's final KL. "
+        "Round 0 has nothing to compare.",
     )
     def valuation_proof(
         context: dg.AssetExecutionContext,
