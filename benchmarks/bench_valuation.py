@@ -10,7 +10,8 @@ the tokens the scored stream needs to reach the uniform stream's final KL, and t
 the LP labels; `--output` writes the curves as JSON, `--store` also writes them to the lakehouse's valuation_proof
 table (as materializing the asset would). Diagnostics trained the same way: `--extra-tau 6` (the scored stream
 sampled with a sharper utility temperature) and `--oracle` (the labelled prompts with the highest / lowest /
-random measured LP labels: the ceiling a perfect scorer could reach).
+random measured LP labels: the ceiling a perfect scorer could reach; and the top labelled prompts of each skill
+bucket in the uniform stream's bucket mix: that ceiling under the quotas).
 """
 
 from __future__ import annotations
@@ -52,9 +53,11 @@ def main() -> None:
     parser.add_argument("--tau", type=float, default=defaults.tau, help="utility temperature of the manifests")
     parser.add_argument("--extra-tau", type=float, nargs="*", default=[],
                         help="diagnostic: also train on the scored stream rebuilt at these utility temperatures")
-    parser.add_argument("--oracle", action="store_true",
+    parser.add_argument("--oracle", nargs="*", choices=proof.ORACLES, metavar="KIND",
                         help="diagnostic: also train on the labelled prompts with the highest / lowest / random LP "
-                        "labels (what a perfect scorer could do)")
+                        "labels (what a perfect scorer could do), and on each bucket's highest in the uniform "
+                        f"stream's bucket mix (the same under the quotas); kinds {', '.join(proof.ORACLES)}, "
+                        "none named: all")
     parser.add_argument("--cold-start", action="store_true",
                         help="start both students from the fresh pruned student instead of the round's labelling "
                         "student")
@@ -73,8 +76,9 @@ def main() -> None:
     count = config.steps * config.batch_size
     extra = {(f"scored_tau{tau:g}", seed): proof.stream(store, args.round, seed, count, replace(config, tau=tau))
              for tau in args.extra_tau for seed in config.seeds}
-    if args.oracle:
-        extra |= proof.oracle_streams(store, args.round, config)
+    if args.oracle is not None:
+        extra |= {key: ids for key, ids in proof.oracle_streams(store, args.round, config).items()
+                  if key[0] in (args.oracle or proof.ORACLES)}
     started = time.perf_counter()
     table = proof.run(store, args.round, config, load_teacher(), lambda: load_student(device="cpu")[0],
                       lambda line: print(f"[{time.perf_counter() - started:6.0f} s] {line}", flush=True), extra)

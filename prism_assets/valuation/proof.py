@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -38,6 +39,7 @@ from prism_assets.valuation import progress
 from prism_assets.valuation.rounds import heldout_prompts, labelling_student, messages_of
 
 STREAMS = ("uniform", "scored")
+ORACLES = ("oracle_top", "oracle_bottom", "oracle_random", "oracle_top_in_mix")  # the streams of oracle_streams
 
 
 @dataclass(frozen=True)
@@ -92,21 +94,32 @@ def oracle_streams(store: Lakehouse, round_: int, config: ProofConfig) -> dict[t
     """What a perfect scorer could do: the round's labelled prompts (within max_prompt_tokens) with the highest and
     the lowest measured LP labels, and a random subset, as many as a stream trains on, shuffled per seed. The labels
     were measured on the kl_slice's valuation half, the proof evaluates on the other half, so this is a fair
-    ceiling for the heads (which only see a prompt's embedding and features)."""
-    labels = store.read_table("lp_labels", ["prompt_id", "lp_value"], pc.field("round") == round_)
+    ceiling for the heads (which only see a prompt's embedding and features).
+
+    Those three ignore the quotas; `oracle_top_in_mix` keeps them: per skill bucket, the bucket's top-LP labelled
+    prompts, as many as the seed's uniform stream holds of that bucket (fewer where the bucket has fewer labels). The
+    heads only reorder prompts within their bucket's quota, so this is their ceiling under the quota grid."""
+    labels = store.read_table("lp_labels", ["prompt_id", "skill_bucket", "lp_value"], pc.field("round") == round_)
     short = short_prompts(store, labels.column("prompt_id"), config.max_prompt_tokens)
-    ranked = [p for p, _ in sorted(((p, v) for p, v in zip(labels.column("prompt_id").to_pylist(),
-                                                             labels.column("lp_value").to_pylist()) if p in short),
-                                   key=lambda pv: (-pv[1], pv[0]))]
+    rows = sorted(((p, b, v) for p, b, v in zip(*(labels.column(c).to_pylist() for c in labels.column_names))
+                   if p in short), key=lambda row: (-row[2], row[0]))
+    ranked = [p for p, _, _ in rows]
     count = min(config.steps * config.batch_size, len(ranked) // 2)
     if count == 0:
         raise LookupError(f"round {round_} has too few labelled prompts for an oracle: materialize lp_labels")
+    ranked_in = {b: [p for p, bucket, _ in rows if bucket == b] for b in {b for _, b, _ in rows}}
     streams = {}
     for seed in config.seeds:
         rng = np.random.default_rng(seed)
         streams[("oracle_top", seed)] = rng.permutation(ranked[:count]).tolist()
         streams[("oracle_bottom", seed)] = rng.permutation(ranked[-count:]).tolist()
         streams[("oracle_random", seed)] = rng.permutation(ranked)[:count].tolist()
+        uniform = stream(store, 0, seed, config.steps * config.batch_size, config)
+        buckets = store.read_table("bucket_labels", ["id", "skill_bucket"], pc.is_in(pc.field("id"), pa.array(uniform)))
+        bucket_of = dict(zip(buckets.column("id").to_pylist(), buckets.column("skill_bucket").to_pylist()))
+        mix = Counter(bucket_of[p] for p in uniform)
+        streams[("oracle_top_in_mix", seed)] = rng.permutation(
+            [p for b, n in sorted(mix.items()) for p in ranked_in.get(b, [])[:n]]).tolist()
     return streams
 
 

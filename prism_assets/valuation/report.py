@@ -27,9 +27,10 @@ def report(lakehouse: Lakehouse, round_: int) -> str:
             else:
                 lines.append("  learning-progress labels: none (round 0 is the uniform warm-up)")
         if "student_features" in tables and "lp_labels" in tables:
-            candidates, kl, steps = con.execute(
-                "SELECT count(*), avg(student_window_kl_mean), any_value(warmup_steps) FROM student_features "
-                "WHERE round = ?", [round_]).fetchone()
+            candidates, kl, steps, spanned, analysis, final = con.execute(
+                "SELECT count(*), avg(student_window_kl_mean), any_value(warmup_steps), count(analysis_kl_mean), "
+                "avg(analysis_kl_mean), avg(final_kl_mean) FROM student_features WHERE round = ?",
+                [round_]).fetchone()
             if candidates:
                 labelled, rho = con.execute("""
                     WITH pairs AS (
@@ -41,9 +42,6 @@ def report(lakehouse: Lakehouse, round_: int) -> str:
                 lines.append(f"  student-teacher window KL after {steps} warm-up steps: {kl:.3f} nats on average "
                              f"over {candidates:,} candidates; Spearman with the {labelled} labels "
                              + (f"{rho:+.3f}" if rho is not None else "n/a"))
-                spanned, analysis, final = con.execute(
-                    "SELECT count(analysis_kl_mean), avg(analysis_kl_mean), avg(final_kl_mean) FROM student_features "
-                    "WHERE round = ?", [round_]).fetchone()
                 lines.append(f"  student KL on the teacher's reasoning vs its answer: {analysis:.3f} vs {final:.3f} "
                              f"nats per token over {spanned:,} captured responses with an analysis span" if spanned
                              else "  student KL on the teacher's reasoning vs its answer: no captured response of "
@@ -79,7 +77,9 @@ def report(lakehouse: Lakehouse, round_: int) -> str:
             curves = con.execute("SELECT * FROM valuation_proof WHERE round = ?", [round_]).to_arrow_table()
             if curves.num_rows:
                 config = json.loads(curves.column("config_json")[0].as_py())
+                start = "the round's labelling student" if config.get("warm_start") else "the fresh pruned student"
                 lines.append(f"  proof (valuation_proof): {config['steps']} steps of {config['batch_size']} prompts "
-                             f"per stream, held-out KL on {curves.column('heldout_prompts')[0].as_py()} prompts:")
+                             f"per stream from {start}, held-out KL on "
+                             f"{curves.column('heldout_prompts')[0].as_py()} prompts:")
                 lines += [f"    {line}" for line in proof.summary_lines(proof.summarize(curves))]
     return "\n".join(lines)

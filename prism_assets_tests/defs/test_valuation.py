@@ -1,7 +1,10 @@
 """The valuation stage through Dagster on the test lakehouse: features, labels, heads and utility for the warm-up
 round 0 and round 1, and the round-1 manifests that sample by that utility."""
 
+from collections import Counter
+
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
@@ -121,6 +124,17 @@ def test_the_oracle_streams_rank_labelled_prompts_by_their_measured_progress(sam
     assert len(top) == len(bottom) == 6 and not set(top) & set(bottom)
     assert min(labels[p] for p in top) >= max(labels[p] for p in bottom)
     assert sorted(streams[("oracle_top", 1)]) == sorted(top)  # the same prompts, shuffled per seed
+    # under the quotas: each bucket's best labels, as many as the uniform stream holds of that bucket
+    config = proof.ProofConfig(seeds=(0,), steps=2, batch_size=3)
+    bucket = dict(query(sampled, "SELECT id, skill_bucket FROM bucket_labels"))
+    uniform = Counter(bucket[p] for p in proof.stream(sampled, 0, 0, 6, config))
+    in_mix = streams[("oracle_top_in_mix", 0)]
+    short = proof.short_prompts(sampled, pa.array(list(labels)), config.max_prompt_tokens)
+    by_bucket = {b: [v for p, v in labels.items() if bucket[p] == b and p in short] for b in uniform}
+    assert Counter(bucket[p] for p in in_mix) == {b: min(n, len(by_bucket[b])) for b, n in uniform.items()}
+    for b in uniform:
+        chosen = [labels[p] for p in in_mix if bucket[p] == b]
+        assert sorted(chosen) == sorted(by_bucket[b])[len(by_bucket[b]) - len(chosen):]
 
 
 def test_valuation_show_prints_the_round(sampled):
