@@ -5,8 +5,8 @@ the other half, so the scorer is never graded on the prompts it was trained to f
 
 Both students start from the round's labelling student (its lp_labels warm-up, rebuilt): the scored stream
 is judged where the round actually begins, on the student whose progress the labels measured. `warm_start=False`
-starts them from the fresh pruned student instead (there the first steps repair the pruned layers, and any prompt
-does that about as well as any other).
+starts them from the fresh pruned student instead (there the first steps mostly repair the pruned layers: the
+labels' best prompts saved half as many tokens from it, docs/benchmarks.md).
 
 For each seed both manifests are rebuilt with that seed by the code the sampling_manifest asset runs
 (`manifest.plan_for`, `manifest.build`), and each stream's first steps × batch prompts are trained on in stream
@@ -56,7 +56,7 @@ class ProofConfig:
     tau: float = 2.0  # of the rebuilt manifests: sampling_weight = exp(tau * utility), as sampling_manifest's config
     max_prompt_tokens: int = 256  # longer prompts are skipped in both streams alike (CPU steps stay short)
     # Both students start from the round's labelling student (round r follows the warm-up its labels were measured
-    # after, spec §9.2); False: from the fresh pruned student, whose first steps any prompt teaches alike.
+    # after, spec §9.2); False: from the fresh pruned student.
     warm_start: bool = True
 
 
