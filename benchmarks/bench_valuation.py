@@ -11,7 +11,9 @@ the LP labels; `--output` writes the curves as JSON, `--store` also writes them 
 table (as materializing the asset would). Diagnostics trained the same way: `--extra-tau 6` (the scored stream
 sampled with a sharper utility temperature) and `--oracle` (the labelled prompts with the highest / lowest /
 random measured LP labels: the ceiling a perfect scorer could reach; and the top labelled prompts of each skill
-bucket in the uniform stream's bucket mix: that ceiling under the quotas).
+bucket in the uniform stream's bucket mix: that ceiling under the quotas). `--skill-mix learning_progress` samples
+the scored stream under skill targets tuned from the round's LP labels (within mixture.yaml's ranges);
+`--uniform-in-lp-mix` also trains on the uniform stream under those targets (the mix alone).
 """
 
 from __future__ import annotations
@@ -58,6 +60,15 @@ def main() -> None:
                         "labels (what a perfect scorer could do), and on each bucket's highest in the uniform "
                         f"stream's bucket mix (the same under the quotas); kinds {', '.join(proof.ORACLES)}, "
                         "none named: all")
+    parser.add_argument("--skill-mix", choices=("mixture", "learning_progress"), default=defaults.skill_mix,
+                        help="skill targets of the scored stream: mixture.yaml's, or tuned within its ranges from "
+                        "the round's LP labels (the uniform stream keeps mixture.yaml's)")
+    parser.add_argument("--difficulty-source", choices=("scorer", "prompt_length"), default=defaults.difficulty_source,
+                        help="difficulty the scored stream's curriculum reads: prompt_utility's, or the prompt-length "
+                        "percentile (the uniform stream's)")
+    parser.add_argument("--uniform-in-lp-mix", action="store_true",
+                        help="diagnostic: also train on the uniform round-0 stream under the LP-tuned skill targets "
+                        "(the mix's effect without the heads)")
     parser.add_argument("--cold-start", action="store_true",
                         help="start both students from the fresh pruned student instead of the round's labelling "
                         "student")
@@ -72,10 +83,14 @@ def main() -> None:
                                heldout_prompts=args.heldout_prompts, heldout_tokens=args.heldout_tokens,
                                max_new_tokens=args.max_new_tokens, token_budget=args.budget, tau=args.tau,
                                max_prompt_tokens=args.max_prompt_tokens,
-                               warm_start=not args.cold_start)
+                               warm_start=not args.cold_start, skill_mix=args.skill_mix,
+                               difficulty_source=args.difficulty_source)
     count = config.steps * config.batch_size
-    extra = {(f"scored_tau{tau:g}", seed): proof.stream(store, args.round, seed, count, replace(config, tau=tau))
+    extra = {(f"scored_tau{tau:g}", seed): proof.stream(store, args.round, seed, count, replace(config, tau=tau),
+                                                        config.skill_mix)
              for tau in args.extra_tau for seed in config.seeds}
+    if args.uniform_in_lp_mix:
+        extra |= proof.lp_mix_streams(store, args.round, config)
     if args.oracle is not None:
         extra |= {key: ids for key, ids in proof.oracle_streams(store, args.round, config).items()
                   if key[0] in (args.oracle or proof.ORACLES)}

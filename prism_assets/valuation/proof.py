@@ -9,7 +9,8 @@ starts them from the fresh pruned student instead (there the first steps mostly 
 labels' best prompts saved half as many tokens from it, docs/benchmarks.md).
 
 For each seed both manifests are rebuilt with that seed by the code the sampling_manifest asset runs
-(`manifest.plan_for`, `manifest.build`), and each stream's first steps × batch prompts are trained on in stream
+(`manifest.plan_for`, `manifest.build`; `skill_mix` and `difficulty_source` as that asset's settings, for the scored
+stream), and each stream's first steps × batch prompts are trained on in stream
 order. The teacher answers every prompt once (seeded per prompt, so a prompt shared by both streams gets the same
 answer and logits in both).
 
@@ -58,6 +59,12 @@ class ProofConfig:
     # Both students start from the round's labelling student (round r follows the warm-up its labels were measured
     # after, spec §9.2); False: from the fresh pruned student.
     warm_start: bool = True
+    # Skill targets of the scored stream, as sampling_manifest's `skill_mix`: "mixture" (mixture.yaml's, the uniform
+    # stream's too) or "learning_progress" (tuned within the ranges from the round's LP labels). The uniform stream
+    # always keeps mixture.yaml's.
+    skill_mix: str = "mixture"
+    # Difficulty the scored stream's curriculum reads, as sampling_manifest's `difficulty_source`.
+    difficulty_source: str = "prompt_length"
 
 
 def short_prompts(store: Lakehouse, ids: pa.Array | pa.ChunkedArray, max_prompt_tokens: int) -> set[str]:
@@ -67,9 +74,13 @@ def short_prompts(store: Lakehouse, ids: pa.Array | pa.ChunkedArray, max_prompt_
                .column("id").to_pylist())
 
 
-def stream(store: Lakehouse, round_: int, seed: int, count: int, config: ProofConfig) -> list[str]:
-    """The first `count` prompt ids of the P1 stream of `round_` rebuilt with `seed`."""
-    plan = manifest.plan_for(store, config.token_budget, tau=config.tau, seed=seed)
+def stream(store: Lakehouse, round_: int, seed: int, count: int, config: ProofConfig,
+           skill_mix: str = "mixture", mix_round: int | None = None) -> list[str]:
+    """The first `count` prompt ids of the P1 stream of `round_` rebuilt with `seed`, under `skill_mix` (tuned from
+    the LP labels of `mix_round`, by default `round_`'s)."""
+    plan = manifest.plan_for(store, config.token_budget, tau=config.tau, seed=seed, skill_mix=skill_mix,
+                             round_=round_ if mix_round is None else mix_round,
+                             difficulty_source=config.difficulty_source)
     rows = manifest.build(store, plan, "P1", round_).manifest.sort_by("stream_order")
     short = short_prompts(store, rows.column("prompt_id"), config.max_prompt_tokens)
     return [i for i in rows.column("prompt_id").to_pylist() if i in short][:count]
@@ -80,8 +91,8 @@ def proof_streams(store: Lakehouse, round_: int, config: ProofConfig) -> dict[tu
     if round_ < 1:
         raise ValueError("the proof compares a scored round (≥ 1) with the uniform round 0")
     count = config.steps * config.batch_size
-    streams = {(name, seed): stream(store, r, seed, count, config)
-               for seed in config.seeds for name, r in zip(STREAMS, (0, round_))}
+    streams = {(name, seed): stream(store, r, seed, count, config, mix)
+               for seed in config.seeds for name, r, mix in zip(STREAMS, (0, round_), ("mixture", config.skill_mix))}
     empty = sorted({f"round {0 if name == 'uniform' else round_} (seed {seed})" for (name, seed), ids in
                     streams.items() if not ids})
     if empty:
@@ -121,6 +132,14 @@ def oracle_streams(store: Lakehouse, round_: int, config: ProofConfig) -> dict[t
         streams[("oracle_top_in_mix", seed)] = rng.permutation(
             [p for b, n in sorted(mix.items()) for p in ranked_in.get(b, [])[:n]]).tolist()
     return streams
+
+
+def lp_mix_streams(store: Lakehouse, round_: int, config: ProofConfig) -> dict[tuple[str, int], list[str]]:
+    """The uniform round-0 stream of every seed under the skill targets tuned from round `round_`'s LP labels: what
+    the mix alone does, without the heads (`uniform_lp_mix`)."""
+    count = config.steps * config.batch_size
+    return {("uniform_lp_mix", seed): stream(store, 0, seed, count, config, "learning_progress", round_)
+            for seed in config.seeds}
 
 
 def run(store: Lakehouse, round_: int, config: ProofConfig, teacher, new_student: Callable[[], torch.nn.Module],

@@ -7,8 +7,21 @@ from __future__ import annotations
 import json
 
 from prism_assets.core import duck
+from prism_assets.core.mixture import load_mixture
 from prism_assets.core.storage import Lakehouse
+from prism_assets.curation.sampling import manifest
 from prism_assets.valuation import proof
+
+
+def mix_lines(lakehouse: Lakehouse, round_: int) -> list[str]:
+    """The skill targets the round's labels earn (what sampling_manifest's skill_mix=learning_progress samples)."""
+    tuned, _ = manifest.progress_mix(lakehouse, round_, load_mixture())
+    yaml_targets = load_mixture()["skill_buckets"]
+    return ["  skill mix the labels earn (sampling_manifest skill_mix=learning_progress; mixture.yaml's in brackets, "
+            "median LP / token):",
+            "    " + "  ".join(f"{b} {tuned.targets[b]:.2f} ({yaml_targets[b]['target']:.2f}, "
+                               + ("too few labels" if b in tuned.kept else f"{tuned.median_lp[b]:.2g}") + ")"
+                               for b in tuned.targets)]
 
 
 def report(lakehouse: Lakehouse, round_: int) -> str:
@@ -26,6 +39,8 @@ def report(lakehouse: Lakehouse, round_: int) -> str:
                              f"label; held-out KL {before:.3f} before, {after:.3f} after k updates on average")
             else:
                 lines.append("  learning-progress labels: none (round 0 is the uniform warm-up)")
+            if labels:
+                lines += mix_lines(lakehouse, round_)
         if "student_features" in tables and "lp_labels" in tables:
             candidates, kl, steps, spanned, analysis, final = con.execute(
                 "SELECT count(*), avg(student_window_kl_mean), any_value(warmup_steps), count(analysis_kl_mean), "
@@ -78,8 +93,10 @@ def report(lakehouse: Lakehouse, round_: int) -> str:
             if curves.num_rows:
                 config = json.loads(curves.column("config_json")[0].as_py())
                 start = "the round's labelling student" if config.get("warm_start") else "the fresh pruned student"
+                mix = ("skill targets tuned from the LP labels" if config.get("skill_mix") == "learning_progress"
+                       else "mixture.yaml's skill targets")
                 lines.append(f"  proof (valuation_proof): {config['steps']} steps of {config['batch_size']} prompts "
-                             f"per stream from {start}, held-out KL on "
+                             f"per stream from {start}, the scored stream under {mix}, held-out KL on "
                              f"{curves.column('heldout_prompts')[0].as_py()} prompts:")
                 lines += [f"    {line}" for line in proof.summary_lines(proof.summarize(curves))]
     return "\n".join(lines)

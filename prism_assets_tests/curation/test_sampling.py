@@ -19,6 +19,7 @@ from prism_assets.curation.sampling.sampler import (
     plan_from_mixture,
     quota_grid,
 )
+from prism_assets.curation.sampling.skill_mix import tune_by_progress
 
 
 def synthetic_pool(n: int, seed: int = 0, cluster_size: int = 40, tokens: int = 1000,
@@ -180,3 +181,52 @@ def test_cells_are_spread_over_the_stream(plan):
     for skill in SKILL_BUCKETS:
         total = rows["cell"].to_pylist().count(f"{skill}/C1")
         assert abs(first_half.count(f"{skill}/C1") - total / 2) <= 2  # no cell is bunched at one end
+
+
+def planted_labels(medians: dict[str, float], n: int = 24, seed: int = 0) -> dict[str, np.ndarray]:
+    """n LP labels per bucket around a planted median, with the heavy negative tail measured labels have (a few
+    batches raise the held-out KL far more than the rest lower it): every bucket's mean is negative."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for bucket, median in medians.items():
+        values = median + rng.normal(0, 1e-4, n)
+        values[: n // 6] = -0.05 * (1 + rng.random(n // 6))
+        out[bucket] = values
+    return out
+
+
+def test_the_skill_mix_fills_the_buckets_that_teach_most_first_within_the_ranges():
+    buckets = load_mixture()["skill_buckets"]
+    labels = planted_labels({"B1": 1e-3, "B2": -1e-3, "B3": 3e-3, "B4": 0.0, "B5": 2e-3})
+    assert all(v.mean() < 0 for v in labels.values())  # the means alone would rank noise
+    mix = tune_by_progress(buckets, labels)
+    assert mix.fill_order == ["B3", "B5", "B1", "B4", "B2"] and mix.kept == []
+    # every bucket from 0.005 above its low end (0.875 in all); the other 0.125 to B3 (to 0.005 below its high end,
+    # 0.195), then B5
+    assert mix.targets == pytest.approx({"B1": 0.355, "B2": 0.105, "B3": 0.195, "B4": 0.205, "B5": 0.14})
+    assert sum(mix.targets.values()) == pytest.approx(1.0)
+    plan = plan_from_mixture(load_mixture(), skill_targets=mix.targets)  # a valid plan
+    assert plan.skill_targets == mix.targets
+    assert mix.median_lp["B3"] == pytest.approx(3e-3, abs=1e-4) and mix.labels["B2"] == 24
+
+
+def test_the_skill_mix_keeps_the_mixture_target_where_labels_are_too_few():
+    buckets = load_mixture()["skill_buckets"]
+    labels = planted_labels({"B1": 1e-3, "B2": 5e-3, "B3": 3e-3, "B4": 0.0, "B5": 2e-3})
+    labels["B2"] = labels["B2"][:5]  # the best median, from five labels: not ranked
+    mix = tune_by_progress(buckets, {**labels, "B4": np.array([np.nan] * 30)})  # NaN labels do not count
+    assert mix.kept == ["B2", "B4"] and mix.labels["B4"] == 0 and np.isnan(mix.median_lp["B4"])
+    assert mix.targets["B2"] == buckets["B2"]["target"] and mix.targets["B4"] == buckets["B4"]["target"]
+    # kept 0.12 + 0.24, the ranked buckets' lows (+ margin) 0.565: the last 0.075 goes to B3, the best ranked
+    assert mix.targets == pytest.approx({"B1": 0.355, "B2": 0.12, "B3": 0.18, "B4": 0.24, "B5": 0.105})
+    unlabelled = tune_by_progress(buckets, {})
+    assert unlabelled.targets == {b: spec["target"] for b, spec in buckets.items()} and unlabelled.fill_order == []
+
+
+def test_the_skill_mix_says_when_the_ranges_cannot_hold_the_budget():
+    buckets = {b: {**spec, "high": spec["low"]} for b, spec in load_mixture()["skill_buckets"].items()}
+    with pytest.raises(PlanError, match="raise the highs"):
+        tune_by_progress(buckets, planted_labels({b: 1e-3 for b in buckets}))
+    buckets = {b: {**spec, "low": 0.3} for b, spec in load_mixture()["skill_buckets"].items()}
+    with pytest.raises(PlanError, match="lower the lows"):
+        tune_by_progress(buckets, planted_labels({b: 1e-3 for b in buckets}))

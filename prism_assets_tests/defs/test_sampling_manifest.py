@@ -12,7 +12,7 @@ import pytest
 
 from prism_assets import cli
 from prism_assets.cli.demo import DEMO_MANIFEST_CONFIG, materialize_partitions
-from prism_assets.core.contracts import PROMPT_UTILITY, VALIDATION_SETS
+from prism_assets.core.contracts import LP_LABELS, PROMPT_UTILITY, VALIDATION_SETS
 from prism_assets.core.mixture import load_mixture
 from prism_assets.core.storage import Lakehouse
 from prism_assets.curation.sampling import manifest
@@ -135,6 +135,71 @@ def test_later_rounds_sample_by_utility_and_say_when_scores_are_missing(private_
     assert not failed.success
     message = str([e.event_specific_data.error.to_string() for e in failed.all_events if e.is_step_failure])
     assert "prompt_utility has no scores for round 2" in message
+
+
+PLANTED_MEDIANS = {"B1": 1e-3, "B2": -1e-3, "B3": 3e-3, "B4": 0.0, "B5": 2e-3}
+
+
+def plant_lp_labels(lakehouse: Lakehouse, medians: dict[str, float], per_bucket: int = 24, round_: int = 1) -> None:
+    """Replace a round's LP labels with `per_bucket` labels per skill bucket around planted medians, with the heavy
+    negative tail measured labels have (every bucket's mean is negative)."""
+    ids = lakehouse.read_table("bucket_labels", ["id", "skill_bucket"])
+    rows = []
+    for bucket, median in medians.items():
+        members = ids.filter(pc.equal(ids.column("skill_bucket"), bucket)).column("id").to_pylist()[:per_bucket]
+        values = median + np.linspace(-1e-4, 1e-4, len(members))
+        values[:3] = -0.05
+        rows += [{"round": round_, "prompt_id": p, "skill_bucket": bucket, "batch_prompt_ids": [p], "tokens": 64,
+                  "lp_value": float(v)} for p, v in zip(members, values)]
+    lakehouse.replace_partition("lp_labels", LP_LABELS, lambda: [pa.Table.from_pylist(rows, LP_LABELS)], "round",
+                                round_)
+
+
+def test_a_round_can_tune_its_skill_mix_from_its_lp_labels_within_the_ranges(private_copy):
+    """skill_mix=learning_progress: round 1's quota grid gives each skill bucket the share the planted labels earn
+    (B3 and B5 teach most per token), inside mixture.yaml's ranges; the checks hold and the run records why."""
+    resources = {"lakehouse": LakehouseResource(root=private_copy.root)}
+    plant_lp_labels(private_copy, PLANTED_MEDIANS)
+    config = {"ops": {"sampling_manifest": {"config": {"token_budget": 2_000_000,
+                                                       "skill_mix": "learning_progress"}}}}
+    [result] = materialize_partitions(MANIFEST_STAGE, ["P1|1"], resources=resources, run_config=config)
+    assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
+    shares = dict(query(private_copy, """
+        SELECT skill_bucket, sum(target_tokens) / sum(sum(target_tokens)) OVER () FROM manifest_quotas
+        WHERE phase = 'P1' AND round = 1 GROUP BY skill_bucket"""))
+    assert shares == pytest.approx({"B1": 0.355, "B2": 0.105, "B3": 0.195, "B4": 0.205, "B5": 0.14}, abs=1e-6)
+    [(config_json,)] = query(private_copy, "SELECT config_json FROM manifest_runs "
+                                           "WHERE round = 1 AND phase = 'P1' ORDER BY created_at DESC LIMIT 1")
+    tuned = json.loads(config_json)["notes"]["skill_mix"]
+    assert tuned["fill_order"] == ["B3", "B5", "B1", "B4", "B2"] and tuned["labels"]["B3"] == 24
+    assert tuned["lp_labels_version"] == private_copy.table("lp_labels").version()
+    markdown = result.asset_materializations_for_node("sampling_manifest")[0].metadata["skill_targets"].value
+    assert "tuned from round 1's LP labels" in markdown
+    [failed] = materialize_partitions(MANIFEST_STAGE, ["P1|0"], resources=resources, run_config=config,
+                                      raise_on_error=False)
+    message = str([e.event_specific_data.error.to_string() for e in failed.all_events if e.is_step_failure])
+    assert not failed.success and "round 0 (the warm-up) has none" in message
+
+
+def test_the_curriculum_reads_the_scorers_difficulty_or_the_prompt_length(private_copy):
+    ids = private_copy.read_table("diversity_caps", ["id"]).column("id")
+    scores = pa.table({"id": ids, "round": pa.array(np.ones(len(ids), np.int32)),
+                       "utility_score": pa.array(np.full(len(ids), 0.5, np.float32)),
+                       "difficulty_proxy": pa.array(np.full(len(ids), 0.9, np.float32)),
+                       "scorer_version": pa.array(["test-heads"] * len(ids))})
+    private_copy.replace_partition("prompt_utility", PROMPT_UTILITY, lambda: [scores], "round", 1)
+    rows = {source: manifest.build(private_copy, manifest.plan_for(private_copy, 2_000_000,
+                                                                   difficulty_source=source), "P1", 1).manifest
+            for source in sampling.DIFFICULTY_SOURCES}
+    assert np.allclose(rows["scorer"].column("difficulty_proxy").to_numpy(), 0.9)
+    round_0 = manifest.build(private_copy, manifest.plan_for(private_copy, 2_000_000), "P1", 0).manifest
+    length = dict(zip(round_0.column("prompt_id").to_pylist(), round_0.column("difficulty_proxy").to_pylist()))
+    by_length = dict(zip(rows["prompt_length"].column("prompt_id").to_pylist(),
+                         rows["prompt_length"].column("difficulty_proxy").to_pylist()))
+    shared = set(length) & set(by_length)
+    assert len(shared) > 100 and all(length[p] == by_length[p] for p in shared)  # round 0's proxy: length percentile
+    with pytest.raises(sampling.PlanError, match="difficulty_source must be one of"):
+        manifest.plan_for(private_copy, 2_000_000, difficulty_source="entropy")
 
 
 def test_validation_items_and_their_near_duplicates_are_never_sampled(private_copy):

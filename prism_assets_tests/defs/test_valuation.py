@@ -3,6 +3,7 @@ round 0 and round 1, and the round-1 manifests that sample by that utility."""
 
 import json
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -143,10 +144,37 @@ def test_the_oracle_streams_rank_labelled_prompts_by_their_measured_progress(sam
         assert sorted(chosen) == sorted(by_bucket[b])[len(by_bucket[b]) - len(chosen):]
 
 
+def test_the_proof_can_sample_under_the_skill_mix_the_labels_tune(sampled, tmp_path):
+    import shutil
+
+    from prism_assets.core.storage import Lakehouse
+    from prism_assets.valuation import proof
+    from prism_assets_tests.defs.test_sampling_manifest import PLANTED_MEDIANS, plant_lp_labels
+
+    config = proof.ProofConfig(seeds=(0,), steps=2, batch_size=3, skill_mix="learning_progress")
+    [(most,)] = query(sampled, "SELECT max(n) FROM (SELECT count(*) AS n FROM lp_labels WHERE round = 1 "
+                               "GROUP BY skill_bucket)")
+    assert most < 20  # too few labels per bucket to rank: the tuned mix is mixture.yaml's, the stream the uniform one
+    assert proof.lp_mix_streams(sampled, 1, config)[("uniform_lp_mix", 0)] == proof.stream(sampled, 0, 0, 6, config)
+    shutil.copytree(sampled.root, tmp_path / "lakehouse")
+    planted = Lakehouse(str(tmp_path / "lakehouse"))
+    plant_lp_labels(planted, PLANTED_MEDIANS)  # B3 and B5 teach most: 0.195 and 0.14 of the tokens, B4 0.205
+    bucket = dict(query(planted, "SELECT id, skill_bucket FROM bucket_labels"))
+    everything = 10_000  # the whole short P1 stream of the rebuilt manifest
+    mixture = Counter(bucket[p] for p in proof.stream(planted, 0, 0, everything, config))
+    tuned = Counter(bucket[p] for p in proof.lp_mix_streams(planted, 1, replace(config, steps=everything // 3))[
+        ("uniform_lp_mix", 0)])
+    assert tuned["B3"] > mixture["B3"] and tuned["B4"] < mixture["B4"]
+    streams = proof.proof_streams(planted, 1, config)  # the scored stream samples under the tuned mix
+    assert streams[("scored", 0)] == proof.stream(planted, 1, 0, 6, config, "learning_progress")
+    assert streams[("uniform", 0)] == proof.stream(planted, 0, 0, 6, config)
+
+
 def test_valuation_show_prints_the_round(sampled):
     out = prism("valuation", "show", "--round", "1", root=sampled.root)
     assert out.returncode == 0, out.stderr
     assert "learning-progress labels" in out.stdout and "head B2" in out.stdout and "round 1:" in out.stdout
     assert "student-teacher window KL after 8 warm-up steps" in out.stdout
+    assert "skill mix the labels earn" in out.stdout and "B1 0.40 (0.40, too few labels)" in out.stdout
     assert "no captured response of this teacher has an analysis span" in out.stdout
     assert "proof (valuation_proof)" in out.stdout and "tokens saved" in out.stdout

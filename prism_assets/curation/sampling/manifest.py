@@ -22,9 +22,12 @@ from prism_assets.core.mixture import load_mixture
 from prism_assets.core.storage import Lakehouse, take_by_id
 from prism_assets.curation.sampling import sampler as sampling
 from prism_assets.curation.sampling.sampler import PHASE_CTX, Candidates, PlanError, SamplingPlan
+from prism_assets.curation.sampling.skill_mix import SkillMix, tune_by_progress
 
 BASE_INPUTS = ("bucket_labels", "diversity_caps", "near_duplicates", "prompt_clusters", "validation_sets")
 UTILITY_TABLE = "prompt_utility"
+LABELS_TABLE = "lp_labels"
+SKILL_MIXES = ("mixture", "learning_progress")
 
 
 @dataclass
@@ -66,9 +69,10 @@ def validation_exclusions(lakehouse: Lakehouse, versions: dict[str, int]) -> pa.
     return pc.unique(everything.combine_chunks() if everything.num_chunks else pa.array([], pa.string()))
 
 
-def load_candidates(lakehouse: Lakehouse, phase: str, round_: int, versions: dict[str, int]
-                    ) -> tuple[Candidates, int, int]:
-    """The phase's eligible prompts with tokens, caps, utility and difficulty; (candidates, excluded, unscored)."""
+def load_candidates(lakehouse: Lakehouse, phase: str, round_: int, versions: dict[str, int],
+                    scorer_difficulty: bool = True) -> tuple[Candidates, int, int]:
+    """The phase's eligible prompts with tokens, caps, utility and difficulty; (candidates, excluded, unscored).
+    `scorer_difficulty=False` ignores prompt_utility's difficulty_proxy (the prompt-length percentile throughout)."""
     caps = lakehouse.read_table(
         "diversity_caps", ["id", "skill_bucket", "ctx_bucket", "cluster_id", "cap_rank", "max_per_cluster_per_epoch",
                            "is_rare_cluster"], version=versions["diversity_caps"])
@@ -88,10 +92,12 @@ def load_candidates(lakehouse: Lakehouse, phase: str, round_: int, versions: dic
                         "bucket_labels and the clusters so they agree")
     cluster_members = take_by_id(members.rename_columns(["id", "members"]), caps.column("cluster_id").combine_chunks(),
                                   ["members"])["members"].fill_null(0)
-    utility, scorer_difficulty, unscored = _utility(lakehouse, ids, round_, versions)
+    utility, scored_difficulty, unscored = _utility(lakehouse, ids, round_, versions)
+    if not scorer_difficulty:
+        scored_difficulty = np.full(len(ids), np.nan)
     prompt_tokens = np.asarray(label["prompt_tokens_est"].to_numpy(zero_copy_only=False), dtype=np.float64)
     difficulty = _difficulty(caps.column("skill_bucket").to_numpy(zero_copy_only=False),
-                             caps.column("ctx_bucket").to_numpy(zero_copy_only=False), prompt_tokens, scorer_difficulty)
+                             caps.column("ctx_bucket").to_numpy(zero_copy_only=False), prompt_tokens, scored_difficulty)
     table = pa.table({
         "id": ids, "skill_bucket": caps.column("skill_bucket"), "ctx_bucket": caps.column("ctx_bucket"),
         "cluster_id": caps.column("cluster_id"), "expected_tokens": label["packed_tokens_est"],
@@ -143,7 +149,8 @@ def build(lakehouse: Lakehouse, plan: SamplingPlan, phase: str, round_: int,
     """The manifest of one phase and round; `versions` pins the input tables (a rebuild passes the record's)."""
     plan.validate()
     versions = versions or current_versions(lakehouse, round_)
-    candidates, excluded, unscored = load_candidates(lakehouse, phase, round_, versions)
+    candidates, excluded, unscored = load_candidates(lakehouse, phase, round_, versions,
+                                                     plan.difficulty_source == "scorer")
     rows, quotas = sampling.build_manifest(candidates, plan, phase, round_)
     run_id = run_id_of(plan, phase, round_, versions)
     rows = rows.append_column("run_id", pa.array([run_id] * rows.num_rows, pa.string()))
@@ -180,13 +187,44 @@ def rebuild(lakehouse: Lakehouse, run_id: str) -> tuple[ManifestBuild, dict]:
 
 
 def plan_for(lakehouse: Lakehouse, token_budget: int | None = None, tau: float = 2.0, epsilon: float | None = None,
-             max_epochs: int = 4, seed: int = 0, difficulty_curriculum: bool = True) -> SamplingPlan:
-    """The plan of mixture.yaml with overrides; epsilon defaults to the caps' reserved tail share."""
+             max_epochs: int = 4, seed: int = 0, difficulty_curriculum: bool = True, skill_mix: str = "mixture",
+             round_: int = 0, difficulty_source: str = "prompt_length") -> SamplingPlan:
+    """The plan of mixture.yaml with overrides; epsilon defaults to the caps' reserved tail share. `skill_mix`:
+    "mixture" keeps mixture.yaml's skill targets, "learning_progress" tunes them within their ranges from round
+    `round_`'s LP labels (`skill_mix.py`); the plan's notes record the medians and the lp_labels version.
+    `difficulty_source`: what the curriculum reads in rounds >= 1; the prompt-length percentile by default (the
+    teacher-entropy percentile prompt_utility offers taught less on the offline proxy, docs/benchmarks.md)."""
     if epsilon is None:
         shares = lakehouse.read_table("diversity_caps", ["tail_reserve_share"]).column("tail_reserve_share")
         epsilon = round(float(pc.max(shares).as_py() or 0.0), 6)
-    return sampling.plan_from_mixture(load_mixture(), token_budget=token_budget, tau=tau, epsilon=epsilon,
-                                      max_epochs=max_epochs, seed=seed, difficulty_curriculum=difficulty_curriculum)
+    mixture = load_mixture()
+    skill_targets, notes = None, {}
+    if skill_mix == "learning_progress":
+        tuned, version = progress_mix(lakehouse, round_, mixture)
+        skill_targets = tuned.targets
+        notes = {"skill_mix": {"kind": skill_mix, "round": round_, "lp_labels_version": version, **tuned.to_dict()}}
+    elif skill_mix != "mixture":
+        raise PlanError(f"skill_mix must be one of {SKILL_MIXES}, got {skill_mix!r}")
+    return sampling.plan_from_mixture(mixture, token_budget=token_budget, tau=tau, epsilon=epsilon,
+                                      max_epochs=max_epochs, seed=seed, difficulty_curriculum=difficulty_curriculum,
+                                      difficulty_source=difficulty_source, skill_targets=skill_targets,
+                                      notes=notes or None)
+
+
+def progress_mix(lakehouse: Lakehouse, round_: int, mixture: dict) -> tuple[SkillMix, int]:
+    """Skill targets tuned from round `round_`'s LP labels, and the lp_labels version they were read at."""
+    if round_ < 1:
+        raise PlanError("skill_mix=learning_progress needs LP labels, and round 0 (the warm-up) has none: use it "
+                        "for rounds >= 1, or skill_mix=mixture")
+    if not lakehouse.exists(LABELS_TABLE):
+        raise PlanError(f"skill_mix=learning_progress reads round {round_}'s LP labels: materialize lp_labels first")
+    version = lakehouse.table(LABELS_TABLE).version()
+    labels = lakehouse.read_table(LABELS_TABLE, ["skill_bucket", "lp_value"], pc.field("round") == round_, version)
+    if labels.num_rows == 0:
+        raise PlanError(f"lp_labels has no labels for round {round_}: materialize that partition first")
+    skill = labels.column("skill_bucket").to_numpy(zero_copy_only=False)
+    value = np.asarray(labels.column("lp_value").to_numpy(zero_copy_only=False), dtype=np.float64)
+    return tune_by_progress(mixture["skill_buckets"], {b: value[skill == b] for b in set(skill)}), version
 
 
 def verify(lakehouse: Lakehouse, phase: str, round_: int) -> dict:

@@ -10,8 +10,10 @@ import pyarrow as pa
 
 from prism_assets.core import duck
 from prism_assets.core.contracts import CTX_BUCKETS, SKILL_BUCKETS
+from prism_assets.core.mixture import load_mixture
 from prism_assets.core.report import figure_axis, figure_markdown, markdown_table
 from prism_assets.core.storage import Lakehouse
+from prism_assets.curation.sampling.sampler import SamplingPlan
 
 
 def _where(phase: str | None, round_: int | None) -> str:
@@ -103,6 +105,25 @@ def quota_markdown(quotas: pa.Table) -> str:
         rows.append(row)
     return ("achieved / target tokens per cell (⚠ = shortfall: the cell lacks prompts)\n\n"
             + markdown_table(["skill \\ ctx", *CTX_BUCKETS], rows))
+
+
+def skill_mix_markdown(plan: SamplingPlan) -> str:
+    """The plan's skill targets beside mixture.yaml's range; with the LP labels behind them when tuned."""
+    mixture = load_mixture()["skill_buckets"]
+    tuned = plan.notes.get("skill_mix")
+    header = ["skill", "target", "range", "mixture.yaml"]
+    rows = [[b, f"{plan.skill_targets[b]:.3f}", f"{mixture[b]['low']:.2f}–{mixture[b]['high']:.2f}",
+             f"{mixture[b]['target']:.2f}"] for b in SKILL_BUCKETS]
+    if not tuned:
+        return "mixture.yaml's skill targets (skill_mix=mixture)\n\n" + markdown_table(header, rows)
+    for row, bucket in zip(rows, SKILL_BUCKETS):
+        median = tuned["median_lp"].get(bucket)
+        row += [tuned["labels"].get(bucket, 0), "—" if median is None else f"{median:.3g}",
+                "kept (too few labels)" if bucket in tuned["kept"] else tuned["fill_order"].index(bucket) + 1]
+    return (f"skill targets tuned from round {tuned['round']}'s LP labels (lp_labels version "
+            f"{tuned['lp_labels_version']}): every bucket from its low end, the rest of the budget to the buckets in "
+            "order of their median LP per token\n\n"
+            + markdown_table(header + ["LP labels", "median LP / token", "fill order"], rows))
 
 
 def difficulty_histogram(difficulty: np.ndarray, title: str) -> str:

@@ -29,6 +29,9 @@ from prism_assets.core.contracts import CTX_BUCKETS, PHASES, SKILL_BUCKETS
 PHASE_CTX = {"P1": ("C1",), "P2": ("C1", "C2"), "P3": ("C1", "C2", "C3"), "P4": ("C1", "C2", "C3", "C4")}
 
 
+DIFFICULTY_SOURCES = ("scorer", "prompt_length")
+
+
 class PlanError(ValueError):
     """A sampling configuration that cannot produce a manifest; the message says what to fix."""
 
@@ -48,6 +51,10 @@ class SamplingPlan:
     seed: int = 0
     difficulty_width: float = 0.25
     difficulty_curriculum: bool = True
+    # The difficulty the curriculum reads in rounds >= 1: "scorer" (prompt_utility's difficulty_proxy where given)
+    # or "prompt_length" (the prompt-length percentile within the cell, as round 0 always uses). New plans choose
+    # (`manifest.plan_for`: prompt_length); "scorer" here is what run records from before the choice were built with.
+    difficulty_source: str = "scorer"
     notes: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -72,6 +79,8 @@ class SamplingPlan:
             raise PlanError("epsilon (diversity tail share) must be in [0, 1)")
         if self.max_epochs < 1:
             raise PlanError("max_epochs must be >= 1")
+        if self.difficulty_source not in DIFFICULTY_SOURCES:
+            raise PlanError(f"difficulty_source must be one of {DIFFICULTY_SOURCES}, got {self.difficulty_source!r}")
         if set(self.difficulty_centers) != set(PHASES):
             raise PlanError(f"difficulty_centers must give a centre for each of {PHASES}")
 

@@ -1,5 +1,7 @@
 """sampling: the manifest (spec §4, §8.3, §10, §13.3), what a KD trainer streams, phase by phase."""
 
+from typing import Literal
+
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -9,7 +11,7 @@ from prism_assets.core.contracts import MANIFEST_QUOTAS, MANIFEST_RUNS, SAMPLING
 from prism_assets.core.report import markdown_table
 from prism_assets.curation.sampling import manifest
 from prism_assets.curation.sampling import sampler as sampling
-from prism_assets.curation.sampling.report import difficulty_histogram, quota_markdown
+from prism_assets.curation.sampling.report import difficulty_histogram, quota_markdown, skill_mix_markdown
 from prism_assets.defs.metadata import asset_attributes, table_metadata
 from prism_assets.defs.partitions import Partitions, partition_filter
 from prism_assets.defs.resources import LakehouseResource
@@ -34,6 +36,17 @@ class ManifestConfig(dg.Config):
     difficulty_curriculum: bool = Field(
         default=True, description="Favour mid difficulty early and harder prompts later (§10.2)"
     )
+    difficulty_source: Literal["scorer", "prompt_length"] = Field(
+        default="prompt_length",
+        description="Difficulty the curriculum reads in rounds >= 1: the prompt-length percentile within the cell "
+        "(round 0's), or prompt_utility's difficulty_proxy (the teacher-entropy percentile; it taught less on the "
+        "offline proxy)",
+    )
+    skill_mix: Literal["mixture", "learning_progress"] = Field(
+        default="mixture",
+        description="Skill-bucket token targets: mixture.yaml's, or (rounds >= 1) tuned within mixture.yaml's "
+        "ranges from the round's LP labels: buckets whose prompts lower the held-out KL most per token fill first",
+    )
 
 
 def build(parts: Partitions) -> list:
@@ -50,6 +63,8 @@ def build(parts: Partitions) -> list:
                     ),
                     # round r samples by round r's utility (round 0: uniform)
                     dg.AssetDep("prompt_utility", partition_mapping=SAME_ROUND),
+                    # skill_mix=learning_progress tunes the skill targets from round r's labels
+                    dg.AssetDep("lp_labels", partition_mapping=SAME_ROUND),
                 ],
                 description="The training stream of one curriculum phase and scorer round: prompt ids in "
                 "stream_order with cell, epoch, sampling weight and expected tokens, under the (B × C) quota "
@@ -78,7 +93,7 @@ def build(parts: Partitions) -> list:
         keys = dict(partition_filter("sampling_manifest", context.partition_key))
         phase, round_ = keys["phase"], int(keys["round"])
         try:
-            plan = manifest.plan_for(store, **config.model_dump())
+            plan = manifest.plan_for(store, round_=round_, **config.model_dump())
             built = manifest.build(store, plan, phase, round_, dagster_run_id=context.run.run_id)
         except sampling.PlanError as err:  # a configuration or missing-input problem: say what to do, no stack
             raise dg.Failure(description=str(err)) from err
@@ -114,6 +129,7 @@ def build(parts: Partitions) -> list:
                 unscored_prompts=built.unscored,
                 tail_rows=int(pc.sum(built.manifest.column("is_tail")).as_py() or 0),
                 quota_grid=dg.MetadataValue.md(quota_markdown(quotas)),
+                skill_targets=dg.MetadataValue.md(skill_mix_markdown(plan)),
                 difficulty_histogram=dg.MetadataValue.md(difficulty_histogram(difficulty, f"{phase} round {round_}")),
                 rebuild=dg.MetadataValue.md(f"`prism manifest rebuild {built.record['run_id']}`"),
             ),

@@ -1,6 +1,8 @@
 """valuation: cheap features, learning-progress labels, per-bucket scorer heads and prompt utility per round
 (spec §8–§9). Round r of `sampling_manifest` samples by round r's utility; round 0 is the uniform warm-up."""
 
+from typing import Literal
+
 import dagster as dg
 import numpy as np
 import pyarrow.compute as pc
@@ -95,6 +97,14 @@ class ProofRunConfig(dg.Config):
         default=True,
         description="Both students start from the round's labelling student (the warm-up of its lp_labels run, "
         "rebuilt); false: from the fresh pruned student",
+    )
+    skill_mix: Literal["mixture", "learning_progress"] = Field(
+        default="mixture",
+        description="Skill targets of the scored stream, as sampling_manifest's skill_mix (the uniform stream keeps "
+        "mixture.yaml's)",
+    )
+    difficulty_source: Literal["scorer", "prompt_length"] = Field(
+        default="prompt_length", description="Difficulty the scored stream's curriculum reads, as sampling_manifest's"
     )
 
 
