@@ -5,6 +5,7 @@ shifted from round 0, and the proof's outcome (scored vs uniform stream). DuckDB
 from __future__ import annotations
 
 import json
+import math
 
 from prism_assets.core import duck
 from prism_assets.core.mixture import load_mixture
@@ -42,10 +43,13 @@ def report(lakehouse: Lakehouse, round_: int) -> str:
             if labels:
                 lines += mix_lines(lakehouse, round_)
         if "student_features" in tables and "lp_labels" in tables:
+            # Tables written before the analysis-vs-final columns existed gain them at their next write.
+            by_channel = ("count(analysis_kl_mean), avg(analysis_kl_mean), avg(final_kl_mean)"
+                          if "analysis_kl_mean" in lakehouse.table("student_features").schema().to_arrow().names
+                          else "0, NULL, NULL")
             candidates, kl, steps, spanned, analysis, final = con.execute(
-                "SELECT count(*), avg(student_window_kl_mean), any_value(warmup_steps), count(analysis_kl_mean), "
-                "avg(analysis_kl_mean), avg(final_kl_mean) FROM student_features WHERE round = ?",
-                [round_]).fetchone()
+                f"SELECT count(*), avg(student_window_kl_mean), any_value(warmup_steps), {by_channel} "
+                "FROM student_features WHERE round = ?", [round_]).fetchone()
             if candidates:
                 labelled, rho = con.execute("""
                     WITH pairs AS (
@@ -56,7 +60,7 @@ def report(lakehouse: Lakehouse, round_: int) -> str:
                         FROM pairs)""", [round_]).fetchone()
                 lines.append(f"  student-teacher window KL after {steps} warm-up steps: {kl:.3f} nats on average "
                              f"over {candidates:,} candidates; Spearman with the {labelled} labels "
-                             + (f"{rho:+.3f}" if rho is not None else "n/a"))
+                             + (f"{rho:+.3f}" if rho is not None and not math.isnan(rho) else "n/a"))
                 lines.append(f"  student KL on the teacher's reasoning vs its answer: {analysis:.3f} vs {final:.3f} "
                              f"nats per token over {spanned:,} captured responses with an analysis span" if spanned
                              else "  student KL on the teacher's reasoning vs its answer: no captured response of "
