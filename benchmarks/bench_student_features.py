@@ -3,7 +3,7 @@
 out-of-fold Spearman with the labels with and without the student columns, per bucket, over several fold seeds.
 
     python benchmarks/bench_student_features.py --lakehouse lakehouse --work /tmp/student-bench \
-        --calibration-share 0.35 --max-prompts 640
+        --calibration-share 0.35 --max-prompts 640 [--calibration-allocation pool]
 
 Needs a lakehouse through prompt_features and prompt_embeddings (`make demo`). The copy in `--work` keeps the new
 labels; `--reuse` skips labelling and compares on the copy's stored labels.
@@ -65,12 +65,16 @@ def main() -> None:
     parser.add_argument("--round", type=int, default=1)
     parser.add_argument("--calibration-share", type=float, default=0.35)
     parser.add_argument("--max-prompts", type=int, default=640)
+    parser.add_argument("--calibration-allocation", choices=rounds.CALIBRATION_ALLOCATIONS, default="stream",
+                        help="labels per skill bucket: as the stream's mix, or as the pool's (runs before "
+                        "2026-12-02 used pool)")
     parser.add_argument("--fold-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--reuse", action="store_true", help="compare on the labels already in --work")
     args = parser.parse_args()
     if not args.reuse:
         label(args.lakehouse, args.work, args.round,
-              rounds.LabelConfig(calibration_share=args.calibration_share, max_prompts=args.max_prompts))
+              rounds.LabelConfig(calibration_share=args.calibration_share, max_prompts=args.max_prompts,
+                                 calibration_allocation=args.calibration_allocation))
     compare(args.work, args.round, args.fold_seeds)
 
 

@@ -16,8 +16,9 @@ from prism_assets.valuation import proof
 
 def mix_lines(lakehouse: Lakehouse, round_: int) -> list[str]:
     """The skill targets the round's labels earn (what sampling_manifest's skill_mix=learning_progress samples)."""
-    tuned, _ = manifest.progress_mix(lakehouse, round_, load_mixture())
-    yaml_targets = load_mixture()["skill_buckets"]
+    mixture = load_mixture()
+    tuned, _ = manifest.progress_mix(lakehouse, round_, mixture)
+    yaml_targets = mixture["skill_buckets"]
     return ["  skill mix the labels earn (sampling_manifest skill_mix=learning_progress; mixture.yaml's in brackets, "
             "median LP / token):",
             "    " + "  ".join(f"{b} {tuned.targets[b]:.2f} ({yaml_targets[b]['target']:.2f}, "
@@ -32,16 +33,21 @@ def report(lakehouse: Lakehouse, round_: int) -> str:
     lines = [f"valuation round {round_}"]
     with duck.connect(lakehouse) as con:
         if "lp_labels" in tables:
-            labels, positive, seconds, before, after = con.execute(
+            labels, positive, seconds, before, after, settings = con.execute(
                 "SELECT count(*), avg((lp_value > 0)::INT), avg(seconds), avg(heldout_kl_before), "
-                "avg(heldout_kl_after) FROM lp_labels WHERE round = ?", [round_]).fetchone()
+                "avg(heldout_kl_after), any_value(settings_json) FROM lp_labels WHERE round = ?", [round_]).fetchone()
             if labels:
                 lines.append(f"  learning-progress labels: {labels} ({positive:.0%} positive), {seconds:.2f} s per "
                              f"label; held-out KL {before:.3f} before, {after:.3f} after k updates on average")
+                per_bucket = con.execute("SELECT skill_bucket, count(*) FROM lp_labels WHERE round = ? GROUP BY 1 "
+                                         "ORDER BY 1", [round_]).fetchall()
+                # labels written before the setting existed split the subset by the pool
+                allocation = json.loads(settings or "{}").get("calibration_allocation", "pool")
+                lines.append(f"  labels per skill bucket (calibration split by the {allocation}'s mix): "
+                             + "  ".join(f"{b} {n}" for b, n in per_bucket))
+                lines += mix_lines(lakehouse, round_)
             else:
                 lines.append("  learning-progress labels: none (round 0 is the uniform warm-up)")
-            if labels:
-                lines += mix_lines(lakehouse, round_)
         if "student_features" in tables and "lp_labels" in tables:
             # Tables written before the analysis-vs-final columns existed gain them at their next write.
             by_channel = ("count(analysis_kl_mean), avg(analysis_kl_mean), avg(final_kl_mean)"

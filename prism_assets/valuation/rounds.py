@@ -30,6 +30,7 @@ from prism_assets.core.contracts import (
     SKILL_BUCKETS,
     STUDENT_FEATURES,
 )
+from prism_assets.core.mixture import load_mixture
 from prism_assets.core.storage import Lakehouse, take_by_id
 from prism_assets.core.text import content_text
 from prism_assets.curation.redundancy.inputs import embedding_matrix
@@ -52,9 +53,13 @@ class FeatureConfig:
     window: int = 8  # positions whose next-token distribution is summarized
 
 
+CALIBRATION_ALLOCATIONS = ("stream", "pool")
+
+
 @dataclass(frozen=True)
 class LabelConfig:
-    calibration_share: float = 0.05  # of each skill bucket's candidates
+    calibration_share: float = 0.05  # of the candidates ("pool": of each skill bucket's)
+    calibration_allocation: str = "stream"  # labels per skill bucket: as the stream's token mix, or as the pool's
     min_per_bucket: int = 12
     max_prompts: int = 160
     warmup_steps: int = 24  # online-KD steps per round before labelling (round r: r × warmup_steps)
@@ -132,18 +137,53 @@ def candidate_pool(store: Lakehouse) -> pa.Table:
 
 
 def calibration_subset(pool: pa.Table, round_: int, config: LabelConfig) -> pa.Table:
-    """A seeded sample of the candidates per skill bucket (share of the bucket, at least `min_per_bucket`)."""
+    """A seeded sample of the candidates per skill bucket. "stream": `calibration_share` of the candidates (at
+    most `max_prompts`) split by mixture.yaml's skill targets, so the labels sit where the round's tokens go
+    (spec §9.1: a share of the round's batches); "pool": that share of each bucket, so a bucket the pool is
+    rich in but the stream spends little on gets most labels. Either way at least `min_per_bucket` per bucket."""
+    if config.calibration_allocation not in CALIBRATION_ALLOCATIONS:
+        raise ValueError(f"calibration_allocation must be one of {CALIBRATION_ALLOCATIONS}, "
+                         f"got {config.calibration_allocation!r}")
     ids = pool.column("id").to_pylist()
     keys = np.array([int.from_bytes(hashlib.sha256(f"{config.seed}\x1f{round_}\x1f{i}".encode()).digest()[:8],
                                     "little") for i in ids], dtype=np.uint64)
     skills = pool.column("skill_bucket").to_numpy(zero_copy_only=False)
+    members = {skill: np.flatnonzero(skills == skill) for skill in SKILL_BUCKETS}
+    if config.calibration_allocation == "pool":
+        takes = {skill: max(config.min_per_bucket, int(round(config.calibration_share * len(m))))
+                 for skill, m in members.items()}
+    else:
+        targets = load_mixture()["skill_buckets"]
+        total = min(config.max_prompts, int(round(config.calibration_share * len(ids))))
+        takes = dict(zip(SKILL_BUCKETS, split_by_weight([len(members[s]) for s in SKILL_BUCKETS],
+                                                        [float(targets[s]["target"]) for s in SKILL_BUCKETS],
+                                                        total, config.min_per_bucket)))
     chosen = []
-    for skill in SKILL_BUCKETS:
-        members = np.flatnonzero(skills == skill)
-        take = max(config.min_per_bucket, int(round(config.calibration_share * len(members))))
-        chosen += members[np.argsort(keys[members], kind="stable")][:take].tolist()
+    for skill, m in members.items():
+        chosen += m[np.argsort(keys[m], kind="stable")][: takes[skill]].tolist()
     chosen = sorted(chosen, key=lambda i: keys[i])[: config.max_prompts]
     return pool.take(pa.array(sorted(chosen), pa.int64()))
+
+
+def split_by_weight(capacity: Sequence[int], weights: Sequence[float], total: int, minimum: int) -> list[int]:
+    """`total` split in proportion to positive `weights`, each part at least `minimum` and at most its capacity;
+    what a full part cannot take goes to the others in proportion (water-filling), rounded by largest remainder."""
+    cap, w = np.asarray(capacity, float), np.asarray(weights, float)
+    floor = np.minimum(cap, minimum)
+    if np.where(w > 0, cap, floor).sum() <= total:
+        return np.where(w > 0, cap, floor).astype(int).tolist()
+
+    def parts(scale: float) -> np.ndarray:
+        return np.clip(scale * w, floor, cap)
+
+    low, high = 0.0, total / w[w > 0].min()  # at `high` every part is full
+    for _ in range(60):  # bisection: the sum of the parts grows with the scale
+        middle = (low + high) / 2
+        low, high = (middle, high) if parts(middle).sum() < total else (low, middle)
+    exact = parts(high)
+    out = np.floor(exact).astype(int)
+    out[np.argsort(out - exact, kind="stable")[: max(0, total - int(out.sum()))]] += 1
+    return out.tolist()
 
 
 def messages_of(store: Lakehouse, ids: pa.Array) -> list[list[dict]]:
@@ -199,7 +239,8 @@ def labelling_student(store: Lakehouse, round_: int, teacher, student) -> int:
         if store.exists("lp_labels") else LP_LABELS.empty_table()
     if labels.num_rows == 0:
         raise MissingInput(f"lp_labels has no labels for round {round_}: materialize lp_labels for that round")
-    settings = json.loads(labels.column("settings_json")[0].as_py())
+    settings = {"calibration_allocation": "pool",  # labels written before the setting existed
+                **json.loads(labels.column("settings_json")[0].as_py())}
     config, progress_config = (kind(**{f.name: settings[f.name] for f in fields(kind) if f.name in settings})
                                for kind in (LabelConfig, progress.ProgressConfig))
     pool = candidate_pool(store)

@@ -28,5 +28,7 @@ def test_the_report_reads_student_features_from_before_the_analysis_columns(tmp_
     assert "student-teacher window KL after 8 warm-up steps: 2.000 nats" in text
     assert "no captured response of this teacher has an analysis span" in text
     assert "Spearman with the 24 labels n/a" in text  # every student KL equal: no ranking, not "nan"
+    # labels without the allocation in their settings were split by the pool, as every round before the setting
+    assert "labels per skill bucket (calibration split by the pool's mix): B3 24" in text
     # B3's 24 labels rank it; the rest have none and keep their targets, which leave B3 its own 0.12
     assert "B1 0.40 (0.40, too few labels)" in text and "B3 0.12 (0.12, 0.011)" in text

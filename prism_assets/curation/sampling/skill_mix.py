@@ -42,9 +42,10 @@ class SkillMix:
 def tune_by_progress(skill_buckets: Mapping[str, Mapping], lp_values: Mapping[str, np.ndarray],
                      min_labels: int = 20, margin: float = 0.005) -> SkillMix:
     """Targets for `skill_buckets` (mixture.yaml's: target, low, high per bucket) from each bucket's LP labels."""
-    labels = {b: int(np.isfinite(np.asarray(lp_values.get(b, []), dtype=np.float64)).sum()) for b in skill_buckets}
-    median = {b: float(np.median(v[np.isfinite(v)])) if labels[b] else math.nan
-              for b in skill_buckets for v in [np.asarray(lp_values.get(b, []), dtype=np.float64)]}
+    finite = {b: v[np.isfinite(v)] for b in skill_buckets
+              for v in [np.asarray(lp_values.get(b, []), dtype=np.float64)]}
+    labels = {b: len(v) for b, v in finite.items()}
+    median = {b: float(np.median(v)) if len(v) else math.nan for b, v in finite.items()}
     ranked = sorted((b for b in skill_buckets if labels[b] >= min_labels), key=lambda b: (-median[b], b))
     kept = [b for b in skill_buckets if b not in ranked]
     low, high = ({b: float(skill_buckets[b][end]) for b in skill_buckets} for end in ("low", "high"))

@@ -38,7 +38,13 @@ class FeaturesConfig(dg.Config):
 
 
 class LabelsConfig(dg.Config):
-    calibration_share: float = Field(default=0.05, description="Share of each skill bucket's candidates labelled")
+    calibration_share: float = Field(default=0.05, description="Share of the candidates labelled (under 'pool': "
+                                     "of each skill bucket's)")
+    calibration_allocation: Literal["stream", "pool"] = Field(
+        default="stream",
+        description="Labels per skill bucket: 'stream' splits them by mixture.yaml's skill targets (where the "
+        "round's tokens go); 'pool' by the candidate pool's own mix",
+    )
     min_per_bucket: int = Field(default=12, description="Labels per skill bucket at least")
     max_prompts: int = Field(default=160, description="Labels per round at most")
     warmup_steps: int = Field(
