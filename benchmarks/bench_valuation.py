@@ -72,6 +72,9 @@ def main() -> None:
     parser.add_argument("--cold-start", action="store_true",
                         help="start both students from the fresh pruned student instead of the round's labelling "
                         "student")
+    parser.add_argument("--fresh-optimizer", action="store_true",
+                        help="each warm-started student gets a fresh AdamW instead of the warm-up's (as before "
+                        "2026-12-02)")
     parser.add_argument("--output", help="also write every curve as JSON here")
     parser.add_argument("--store", action="store_true", help="also write the curves to valuation_proof")
     args = parser.parse_args()
@@ -83,7 +86,8 @@ def main() -> None:
                                heldout_prompts=args.heldout_prompts, heldout_tokens=args.heldout_tokens,
                                max_new_tokens=args.max_new_tokens, token_budget=args.budget, tau=args.tau,
                                max_prompt_tokens=args.max_prompt_tokens,
-                               warm_start=not args.cold_start, skill_mix=args.skill_mix,
+                               warm_start=not args.cold_start, carry_optimizer=not args.fresh_optimizer,
+                               skill_mix=args.skill_mix,
                                difficulty_source=args.difficulty_source)
     count = config.steps * config.batch_size
     extra = {(f"scored_tau{tau:g}", seed): proof.stream(store, args.round, seed, count, replace(config, tau=tau),

@@ -10,6 +10,7 @@ tokens only).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -157,17 +158,22 @@ def online_logits(teacher) -> Callable[[Batch], torch.Tensor]:
 
 def train(student, stream: Callable[[], Iterable[Batch]], config: DistillConfig, heldout: HeldOut,
           teacher_logits: Callable[[Batch], torch.Tensor] | None = None,
-          log: Callable[[str], None] = print) -> list[CurvePoint]:
+          log: Callable[[str], None] = print, optimizer_state: dict | None = None) -> list[CurvePoint]:
     """Train `student` for `config.steps` batches of the stream `stream()` opens (`ManifestDataset.batches`, or
     `loader.batches` over a list of Examples; reopened when it ends before the last step) and return the held-out
     curve, measured before the first step, every `eval_every` steps and after the last. The online signal reads the
     teacher's full logits of each batch from `teacher_logits` (`online_logits(teacher)`, or a cache of the same
-    values)."""
+    values). `optimizer_state`: an AdamW state_dict of the same parameters whose moments the run continues (copied,
+    so one state can start several runs), under this config's learning rate and weight decay."""
     if config.signal == "online" and teacher_logits is None:
         raise ValueError("the online signal needs the teacher's logits (teacher_logits=online_logits(teacher))")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(copy.deepcopy(optimizer_state))  # loading keeps the tensors: steps would edit them
+        for group in optimizer.param_groups:
+            group.update(lr=config.learning_rate, weight_decay=config.weight_decay)
     batches = _repeated(stream)
     started, tokens, running = time.monotonic(), 0, []
     curve = [CurvePoint(0, 0, float("nan"), heldout.kl(student), 0.0)]

@@ -126,11 +126,19 @@ def label(student, pool: Sequence[Candidate], heldout: HeldOut, config: Progress
     return records
 
 
+@dataclass
+class WarmedUp:
+    """What the warm-up leaves besides the student's weights."""
+
+    preconditioner: list[torch.Tensor]  # the labels' step scale per parameter: 1 / (√v̂ + mean √v̂ + ε)
+    optimizer_state: dict  # the warm-up AdamW's state_dict: training that continues from the student continues it
+
+
 def warm_up(student, pool: Sequence[Candidate], steps: int, batch_size: int, learning_rate: float, seed: int,
-            pad_id: int = 0) -> list[torch.Tensor]:
+            pad_id: int = 0) -> WarmedUp:
     """Online KD on the warm-up candidates before labelling (labels of a barely trained student mostly measure how
-    fast the pruned layers re-connect, not what a prompt teaches, spec §9.2). Returns the step scale of the labels'
-    mini-updates per parameter: 1 / (√v̂ + mean √v̂ + ε) from the warm-up's AdamW second moments."""
+    fast the pruned layers re-connect, not what a prompt teaches, spec §9.2). Returns the labels' preconditioner
+    (from the warm-up's AdamW second moments) and that optimizer's state."""
     if steps <= 0 or not pool:
         raise ValueError("learning-progress labels need a warm-up of at least one step on at least one prompt "
                          "(its optimizer's second moments precondition every label): raise warmup_steps")
@@ -153,4 +161,4 @@ def warm_up(student, pool: Sequence[Candidate], steps: int, batch_size: int, lea
         # damped by the tensor's mean: a coordinate the warm-up never moved (the embedding row of an unseen
         # token has v̂ = 0) would otherwise get a 1/ε step
         scales.append(1 / (root + root.mean() + eps))
-    return scales
+    return WarmedUp(scales, optimizer.state_dict())

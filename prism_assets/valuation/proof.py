@@ -3,8 +3,9 @@ same steps on (a) the uniform round-0 P1 stream and (b) the round-r P1 stream th
 utility, for several seeds; held-out KL vs tokens on the *evaluation* half of the kl_slice (the labels measure on
 the other half, so the scorer is never graded on the prompts it was trained to favour).
 
-Both students start from the round's labelling student (its lp_labels warm-up, rebuilt): the scored stream
-is judged where the round actually begins, on the student whose progress the labels measured. `warm_start=False`
+Both students start from the round's labelling student (its lp_labels warm-up, rebuilt) and continue that
+warm-up's optimizer: the scored stream is judged where the round actually begins, on the student whose progress the
+labels measured. `warm_start=False`
 starts them from the fresh pruned student instead (there the first steps mostly repair the pruned layers: the
 labels' best prompts saved half as many tokens from it, docs/benchmarks.md).
 
@@ -59,6 +60,9 @@ class ProofConfig:
     # Both students start from the round's labelling student (round r follows the warm-up its labels were measured
     # after, spec §9.2); False: from the fresh pruned student.
     warm_start: bool = True
+    # With warm_start, both students continue the warm-up's AdamW (its moments), as the round's training continues
+    # the run; False: each starts a fresh AdamW, whose first sign-like steps move a warmed student noisily.
+    carry_optimizer: bool = True
     # Skill targets of the scored stream, as sampling_manifest's `skill_mix`: "mixture" (mixture.yaml's, the uniform
     # stream's too) or "learning_progress" (tuned within the ranges from the round's LP labels). The uniform stream
     # always keeps mixture.yaml's.
@@ -152,10 +156,12 @@ def run(store: Lakehouse, round_: int, config: ProofConfig, teacher, new_student
     if not evaluation:
         raise LookupError("the kl_slice's evaluation half is empty: materialize validation_sets")
     heldout = held_out(teacher, evaluation, config.heldout_tokens, seed=0)
-    start = new_student()
+    start, optimizer_state = new_student(), None
     if config.warm_start:
-        steps = labelling_student(store, round_, teacher, start)
-        log(f"proof round {round_}: both streams start from the round's labelling student ({steps} warm-up steps)")
+        steps, warm_optimizer = labelling_student(store, round_, teacher, start)
+        optimizer_state = warm_optimizer if config.carry_optimizer else None
+        log(f"proof round {round_}: both streams start from the round's labelling student ({steps} warm-up steps"
+            + (", continuing its optimizer)" if config.carry_optimizer else ", a fresh optimizer each)"))
     wanted = sorted({i for ids in streams.values() for i in ids})
     log(f"proof round {round_}: held-out {len(evaluation)} prompts ({heldout.batch.tokens} tokens); the teacher "
         f"answers {len(wanted)} distinct prompts of {len(streams)} streams")
@@ -173,7 +179,7 @@ def run(store: Lakehouse, round_: int, config: ProofConfig, teacher, new_student
         curve = train(copy.deepcopy(start),
                       lambda examples=examples: batches(examples, config.batch_size, teacher.pad_id), distill, heldout,
                       lambda batch, logits=logits: torch.cat([logits[k] for k in batch.prompt_ids]).float(),
-                      log=lambda line: None)
+                      log=lambda line: None, optimizer_state=optimizer_state)
         rows += [{"round": round_, "seed": seed, "stream": name, "step": p.step, "tokens": p.tokens,
                   "heldout_kl": p.heldout_kl, "train_loss": p.train_loss, "stream_prompts": len(kept),
                   "heldout_prompts": len(evaluation), "config_json": settings} for p in curve]

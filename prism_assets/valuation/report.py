@@ -102,7 +102,10 @@ def report(lakehouse: Lakehouse, round_: int) -> str:
             curves = con.execute("SELECT * FROM valuation_proof WHERE round = ?", [round_]).to_arrow_table()
             if curves.num_rows:
                 config = json.loads(curves.column("config_json")[0].as_py())
-                start = "the round's labelling student" if config.get("warm_start") else "the fresh pruned student"
+                start = "the fresh pruned student"
+                if config.get("warm_start"):  # proofs stored before carry_optimizer existed used a fresh AdamW
+                    start = "the round's labelling student" + (" and its optimizer" if config.get("carry_optimizer")
+                                                               else " (a fresh optimizer)")
                 mix = ("skill targets tuned from the LP labels" if config.get("skill_mix") == "learning_progress"
                        else "mixture.yaml's skill targets")
                 lines.append(f"  proof (valuation_proof): {config['steps']} steps of {config['batch_size']} prompts "

@@ -204,9 +204,9 @@ def label_round(store: Lakehouse, round_: int, config: LabelConfig, progress_con
     heldout_set = heldout_prompts(store, "valuation", config.heldout_prompts)
     heldout = held_out(teacher, heldout_set, config.heldout_tokens, config.seed)
     labelled = progress.candidates(teacher, prompts, progress_config.max_new_tokens, config.seed, log=log)
-    preconditioner, warmup_steps = warm_up(store, pool, ids, round_, config, progress_config, teacher, student)
+    warmed, warmup_steps = warm_up(store, pool, ids, round_, config, progress_config, teacher, student)
     student_table = student_feature_table(store, pool, round_, config, teacher, student, warmup_steps, log)
-    records = progress.label(student, labelled, heldout, progress_config, preconditioner, teacher.pad_id, log)
+    records = progress.label(student, labelled, heldout, progress_config, warmed.preconditioner, teacher.pad_id, log)
     skill_of = dict(zip(subset.column("id").to_pylist(), subset.column("skill_bucket").to_pylist()))
     settings = json.dumps({**asdict(config), **asdict(progress_config)}, sort_keys=True)
     rows = [{"round": round_, "prompt_id": r["prompt_ids"][0], "skill_bucket": skill_of[r["prompt_ids"][0]],
@@ -218,9 +218,10 @@ def label_round(store: Lakehouse, round_: int, config: LabelConfig, progress_con
 
 
 def warm_up(store: Lakehouse, pool: pa.Table, calibration_ids: pa.Array, round_: int, config: LabelConfig,
-            progress_config: progress.ProgressConfig, teacher, student) -> tuple[list, int]:
+            progress_config: progress.ProgressConfig, teacher, student) -> tuple[progress.WarmedUp, int]:
     """Warm `student` up in place as round `round_`'s labelling student: online KD on a seeded sample of the
-    candidates outside the calibration subset. Returns (the labels' preconditioner, warm-up steps)."""
+    candidates outside the calibration subset. Returns (the labels' preconditioner and the optimizer's state,
+    warm-up steps)."""
     rest = pool.filter(pc.invert(pc.is_in(pool.column("id"), calibration_ids)))
     warm_ids = rest.column("id").take(pa.array(np.random.default_rng(config.seed + round_).permutation(
         rest.num_rows)[: config.warmup_prompts], pa.int64())) if rest.num_rows else pa.array([], pa.string())
@@ -231,10 +232,11 @@ def warm_up(store: Lakehouse, pool: pa.Table, calibration_ids: pa.Array, round_:
                             teacher.pad_id), steps
 
 
-def labelling_student(store: Lakehouse, round_: int, teacher, student) -> int:
+def labelling_student(store: Lakehouse, round_: int, teacher, student) -> tuple[int, dict]:
     """Turn a fresh `student` into round `round_`'s labelling student, in place: the warm-up its lp_labels run did
     before labelling, rebuilt from the settings those labels recorded. The proof starts both of its streams here,
-    so the scored stream is judged on the student whose progress the labels measured. Returns its warm-up steps."""
+    so the scored stream is judged on the student whose progress the labels measured. Returns (its warm-up steps,
+    the warm-up optimizer's state)."""
     labels = store.read_table("lp_labels", ["settings_json"], pc.field("round") == round_) \
         if store.exists("lp_labels") else LP_LABELS.empty_table()
     if labels.num_rows == 0:
@@ -245,8 +247,9 @@ def labelling_student(store: Lakehouse, round_: int, teacher, student) -> int:
                                for kind in (LabelConfig, progress.ProgressConfig))
     pool = candidate_pool(store)
     subset = calibration_subset(pool, round_, config)
-    return warm_up(store, pool, subset.column("id").combine_chunks(), round_, config, progress_config, teacher,
-                   student)[1]
+    warmed, steps = warm_up(store, pool, subset.column("id").combine_chunks(), round_, config, progress_config,
+                            teacher, student)
+    return steps, warmed.optimizer_state
 
 
 def student_feature_table(store: Lakehouse, pool: pa.Table, round_: int, config: LabelConfig, teacher, student,

@@ -24,7 +24,8 @@ def test_a_batch_like_the_heldout_slice_teaches_more_than_its_shuffled_tokens(te
     student, _ = load_student(device="cpu")
     prompts = [(f"q{i}", [{"role": "user", "content": q}]) for i, q in enumerate(QUESTIONS)]
     heldout = held_out(teacher, prompts[:4], 16)
-    preconditioner = progress.warm_up(student, progress.candidates(teacher, prompts[4:], 16, 0), 30, 4, 1e-4, 0)
+    preconditioner = progress.warm_up(student, progress.candidates(teacher, prompts[4:], 16, 0), 30, 4, 1e-4,
+                                      0).preconditioner
     matching = progress.candidates(teacher, prompts[:2], 16, 0)
     rng = np.random.default_rng(0)
     before = [p.detach().clone() for p in student.parameters()]

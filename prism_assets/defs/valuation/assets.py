@@ -104,6 +104,11 @@ class ProofRunConfig(dg.Config):
         description="Both students start from the round's labelling student (the warm-up of its lp_labels run, "
         "rebuilt); false: from the fresh pruned student",
     )
+    carry_optimizer: bool = Field(
+        default=True,
+        description="With warm_start, both students continue the warm-up's AdamW state, as the round's training "
+        "continues the run; false: a fresh AdamW each",
+    )
     skill_mix: Literal["mixture", "learning_progress"] = Field(
         default="mixture",
         description="Skill targets of the scored stream, as sampling_manifest's skill_mix (the uniform stream keeps "
