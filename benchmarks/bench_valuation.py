@@ -66,6 +66,9 @@ def main() -> None:
     parser.add_argument("--difficulty-source", choices=("scorer", "prompt_length"), default=defaults.difficulty_source,
                         help="difficulty the scored stream's curriculum reads: prompt_utility's, or the prompt-length "
                         "percentile (the uniform stream's)")
+    parser.add_argument("--heldout-weighting", choices=proof.HELDOUT_WEIGHTINGS, default=defaults.heldout_weighting,
+                        help="how the held-out KL weighs the slice's skill buckets: every token alike (the slice "
+                        "holds as many prompts of each), or as mixture.yaml's targets spend the stream's tokens")
     parser.add_argument("--uniform-in-lp-mix", action="store_true",
                         help="diagnostic: also train on the uniform round-0 stream under the LP-tuned skill targets "
                         "(the mix's effect without the heads)")
@@ -88,7 +91,7 @@ def main() -> None:
                                max_prompt_tokens=args.max_prompt_tokens,
                                warm_start=not args.cold_start, carry_optimizer=not args.fresh_optimizer,
                                skill_mix=args.skill_mix,
-                               difficulty_source=args.difficulty_source)
+                               difficulty_source=args.difficulty_source, heldout_weighting=args.heldout_weighting)
     count = config.steps * config.batch_size
     extra = {(f"scored_tau{tau:g}", seed): proof.stream(store, args.round, seed, count, replace(config, tau=tau),
                                                         config.skill_mix)

@@ -107,12 +107,33 @@ class HeldOut:
 
     batch: Batch
     teacher_logprobs: torch.Tensor  # [N, V] bfloat16: the slice is small, the vocabulary is not
+    position_weights: torch.Tensor | None = None  # [N] summing to 1; None: every response token weighs alike
 
     @torch.inference_mode()
     def kl(self, student) -> float:
-        """Mean dense KL(p‖s) per held-out response token."""
+        """Dense KL(p‖s) per held-out response token: the mean, or the `position_weights`-weighted mean."""
         per_position = losses.dense_kl(position_logits(student, self.batch), self.teacher_logprobs.float())
-        return float(per_position.mean())
+        if self.position_weights is None:
+            return float(per_position.mean())
+        return float(per_position.double() @ self.position_weights.double())
+
+    def weighted(self, group_of: Mapping[str, str], shares: Mapping[str, float]) -> HeldOut:
+        """The same slice with each group's response tokens (`group_of`: prompt id → group, e.g. skill bucket)
+        weighing `shares[group]` of the KL, alike within a group: a slice stratified evenly, measured as a stream
+        spends its tokens. Shares of groups the slice lacks are dropped and the rest rescaled to sum to 1; a group
+        without a share weighs nothing."""
+        present = sorted({group_of[p] for p in self.batch.prompt_ids if shares.get(group_of[p], 0) > 0})
+        if not present:
+            raise ValueError(f"no held-out prompt belongs to a group with a positive share (shares {dict(shares)})")
+        index = {group: i for i, group in enumerate(present)}
+        row_group = torch.tensor([index.get(group_of[p], -1) for p in self.batch.prompt_ids])
+        position_group = row_group[self.batch.positions // self.batch.input_ids.shape[1]]
+        counted = position_group.clamp(min=0)
+        share = torch.tensor([float(shares[group]) for group in present], dtype=torch.float64)
+        tokens = torch.bincount(position_group[position_group >= 0], minlength=len(present)).double()
+        per_token = share / share.sum() / tokens.clamp(min=1)
+        weights = torch.where(position_group >= 0, per_token[counted], torch.zeros((), dtype=torch.float64))
+        return HeldOut(self.batch, self.teacher_logprobs, weights)
 
 
 def held_out(teacher, prompts: list[tuple[str, list[dict]]], max_new_tokens: int = 32, seed: int = 0,

@@ -15,6 +15,11 @@ stream), and each stream's first steps × batch prompts are trained on in stream
 order. The teacher answers every prompt once (seeded per prompt, so a prompt shared by both streams gets the same
 answer and logits in both).
 
+The held-out KL weighs every response token of the slice alike by default; the slice holds as many prompts of each
+skill bucket, so a stream that moves tokens toward a bucket the stream under-weighs is partly rewarded for matching
+the slice. `heldout_weighting="mixture"` weighs each bucket as mixture.yaml's targets spend the uniform stream's
+tokens instead.
+
 Reported: the curves (one row per evaluation), and per seed the tokens (b) needs to reach (a)'s final KL, linearly
 interpolated between evaluations (the issue's goal: ≥ 25% fewer).
 """
@@ -33,14 +38,16 @@ import pyarrow.compute as pc
 import torch
 
 from prism_assets.core.contracts import VALUATION_PROOF
+from prism_assets.core.mixture import load_mixture
 from prism_assets.core.storage import Lakehouse
 from prism_assets.curation.sampling import manifest
 from prism_assets.distill.loader import batches
-from prism_assets.distill.train import DistillConfig, held_out, train
+from prism_assets.distill.train import DistillConfig, HeldOut, held_out, train
 from prism_assets.valuation import progress
 from prism_assets.valuation.rounds import heldout_prompts, labelling_student, messages_of
 
 STREAMS = ("uniform", "scored")
+HELDOUT_WEIGHTINGS = ("tokens", "mixture")
 ORACLES = ("oracle_top", "oracle_bottom", "oracle_random", "oracle_top_in_mix")  # the streams of oracle_streams
 
 
@@ -69,6 +76,10 @@ class ProofConfig:
     skill_mix: str = "mixture"
     # Difficulty the scored stream's curriculum reads, as sampling_manifest's `difficulty_source`.
     difficulty_source: str = "prompt_length"
+    # How the held-out KL weighs the slice's skill buckets: "tokens" (every response token alike: the slice's own
+    # mix, stratified evenly across buckets) or "mixture" (each bucket as mixture.yaml's targets spend the uniform
+    # stream's tokens), so a stream that moves tokens to a bucket is not rewarded for the slice over-weighing it.
+    heldout_weighting: str = "tokens"
 
 
 def short_prompts(store: Lakehouse, ids: pa.Array | pa.ChunkedArray, max_prompt_tokens: int) -> set[str]:
@@ -146,6 +157,17 @@ def lp_mix_streams(store: Lakehouse, round_: int, config: ProofConfig) -> dict[t
             for seed in config.seeds}
 
 
+def weighted_like_mixture(store: Lakehouse, heldout: HeldOut) -> HeldOut:
+    """The held-out slice with each skill bucket weighing mixture.yaml's target share of the KL (`HeldOut.weighted`)
+    instead of its share of the slice's tokens."""
+    ids = pa.array(heldout.batch.prompt_ids, pa.string())
+    rows = store.read_table("validation_sets", ["prompt_id", "skill_bucket"],
+                            (pc.field("suite") == "kl_slice") & pc.is_in(pc.field("prompt_id"), ids))
+    bucket_of = dict(zip(rows.column("prompt_id").to_pylist(), rows.column("skill_bucket").to_pylist()))
+    targets = {bucket: float(values["target"]) for bucket, values in load_mixture()["skill_buckets"].items()}
+    return heldout.weighted(bucket_of, targets)
+
+
 def run(store: Lakehouse, round_: int, config: ProofConfig, teacher, new_student: Callable[[], torch.nn.Module],
         log: Callable[[str], None] = print, extra_streams: dict[tuple[str, int], list[str]] | None = None
         ) -> pa.Table:
@@ -156,6 +178,10 @@ def run(store: Lakehouse, round_: int, config: ProofConfig, teacher, new_student
     if not evaluation:
         raise LookupError("the kl_slice's evaluation half is empty: materialize validation_sets")
     heldout = held_out(teacher, evaluation, config.heldout_tokens, seed=0)
+    if config.heldout_weighting not in HELDOUT_WEIGHTINGS:
+        raise ValueError(f"heldout_weighting {config.heldout_weighting!r}: use one of {HELDOUT_WEIGHTINGS}")
+    if config.heldout_weighting == "mixture":
+        heldout = weighted_like_mixture(store, heldout)
     start, optimizer_state = new_student(), None
     if config.warm_start:
         steps, warm_optimizer = labelling_student(store, round_, teacher, start)
@@ -163,7 +189,8 @@ def run(store: Lakehouse, round_: int, config: ProofConfig, teacher, new_student
         log(f"proof round {round_}: both streams start from the round's labelling student ({steps} warm-up steps"
             + (", continuing its optimizer)" if config.carry_optimizer else ", a fresh optimizer each)"))
     wanted = sorted({i for ids in streams.values() for i in ids})
-    log(f"proof round {round_}: held-out {len(evaluation)} prompts ({heldout.batch.tokens} tokens); the teacher "
+    log(f"proof round {round_}: held-out {len(evaluation)} prompts ({heldout.batch.tokens} tokens, weighted by "
+        f"{config.heldout_weighting}); the teacher "
         f"answers {len(wanted)} distinct prompts of {len(streams)} streams")
     answers = {c.prompt_id: c for c in progress.candidates(
         teacher, list(zip(wanted, messages_of(store, pa.array(wanted, pa.string())))), config.max_new_tokens, seed=0,
@@ -267,7 +294,9 @@ def curves_figure(table: pa.Table, title: str):
         axis.plot(tokens, kl.mean(0), color=colour, label=f"{name} ({len(runs)} seeds)")
         axis.fill_between(tokens, kl.mean(0) - kl.std(0), kl.mean(0) + kl.std(0), color=colour, alpha=0.2)
     axis.set_xlabel("training tokens")
-    axis.set_ylabel("held-out KL (evaluation half)")
+    settings = json.loads(table.column("config_json")[0].as_py()) if table.num_rows else {}
+    axis.set_ylabel(f"held-out KL (evaluation half,\n{settings.get('heldout_weighting', 'tokens')}-weighted)",
+                    fontsize=9)
     axis.set_title(title, fontsize=10)
     axis.legend(fontsize=8)
     return figure

@@ -180,3 +180,32 @@ def test_valuation_show_prints_the_round(sampled):
     assert "skill mix the labels earn" in out.stdout and "B1 0.40 (0.40, too few labels)" in out.stdout
     assert "no captured response of this teacher has an analysis span" in out.stdout
     assert "proof (valuation_proof)" in out.stdout and "tokens saved" in out.stdout
+
+
+def test_the_proof_can_weigh_the_held_out_slice_like_the_stream(sampled):
+    """`heldout_weighting="mixture"`: each skill bucket of the evenly stratified kl_slice weighs mixture.yaml's
+    target share of the held-out KL, alike within the bucket."""
+    import torch
+
+    from prism_assets.core.mixture import load_mixture
+    from prism_assets.distill.loader import collate
+    from prism_assets.distill.train import HeldOut
+    from prism_assets.valuation import progress, proof, rounds
+
+    evaluation = rounds.heldout_prompts(sampled, "evaluation", 24)
+    rng = np.random.default_rng(0)
+    lengths = {key: int(rng.integers(1, 6)) for key, _ in evaluation}
+    batch = collate([progress.Candidate(key, rng.integers(1, 40, 3), rng.integers(1, 40, n), torch.zeros(n, 40)).example
+                     for key, n in lengths.items()])
+    weighted = proof.weighted_like_mixture(sampled, HeldOut(batch, torch.zeros(batch.positions.numel(), 40)))
+    bucket_of = dict(query(sampled, "SELECT prompt_id, skill_bucket FROM validation_sets WHERE suite = 'kl_slice'"))
+    row_bucket = [bucket_of[key] for key in batch.prompt_ids]
+    position_bucket = np.array([row_bucket[row] for row in (batch.positions // batch.input_ids.shape[1]).tolist()])
+    present = sorted(set(row_bucket))
+    assert len(present) >= 3  # the slice is stratified across the skill buckets
+    targets = {bucket: float(values["target"]) for bucket, values in load_mixture()["skill_buckets"].items()}
+    weights = weighted.position_weights.numpy()
+    for bucket in present:
+        inside = weights[position_bucket == bucket]
+        assert inside.sum() == pytest.approx(targets[bucket] / sum(targets[b] for b in present))
+        assert np.allclose(inside, inside[0])  # alike within the bucket, whatever its prompts' lengths

@@ -117,6 +117,11 @@ class ProofRunConfig(dg.Config):
     difficulty_source: Literal["scorer", "prompt_length"] = Field(
         default="prompt_length", description="Difficulty the scored stream's curriculum reads, as sampling_manifest's"
     )
+    heldout_weighting: Literal["tokens", "mixture"] = Field(
+        default="tokens",
+        description="How the held-out KL weighs the slice's skill buckets: every response token alike (the slice "
+        "holds as many prompts of each), or each bucket as mixture.yaml's targets spend the uniform stream's tokens",
+    )
 
 
 def round_of(context: dg.AssetExecutionContext) -> int:
