@@ -176,7 +176,7 @@ def split_by_weight(capacity: Sequence[int], weights: Sequence[float], total: in
     def parts(scale: float) -> np.ndarray:
         return np.clip(scale * w, floor, cap)
 
-    low, high = 0.0, total / w[w > 0].min()  # at `high` every part is full
+    low, high = 0.0, total / w[w > 0].min()  # at `high` the smallest weighted part alone asks for `total`
     for _ in range(60):  # bisection: the sum of the parts grows with the scale
         middle = (low + high) / 2
         low, high = (middle, high) if parts(middle).sum() < total else (low, middle)
@@ -232,11 +232,8 @@ def warm_up(store: Lakehouse, pool: pa.Table, calibration_ids: pa.Array, round_:
                             teacher.pad_id), steps
 
 
-def labelling_student(store: Lakehouse, round_: int, teacher, student) -> tuple[int, dict]:
-    """Turn a fresh `student` into round `round_`'s labelling student, in place: the warm-up its lp_labels run did
-    before labelling, rebuilt from the settings those labels recorded. The proof starts both of its streams here,
-    so the scored stream is judged on the student whose progress the labels measured. Returns (its warm-up steps,
-    the warm-up optimizer's state)."""
+def label_settings(store: Lakehouse, round_: int) -> tuple[LabelConfig, progress.ProgressConfig]:
+    """The settings round `round_`'s lp_labels were measured with, as their rows recorded them."""
     labels = store.read_table("lp_labels", ["settings_json"], pc.field("round") == round_) \
         if store.exists("lp_labels") else LP_LABELS.empty_table()
     if labels.num_rows == 0:
@@ -245,6 +242,15 @@ def labelling_student(store: Lakehouse, round_: int, teacher, student) -> tuple[
                 **json.loads(labels.column("settings_json")[0].as_py())}
     config, progress_config = (kind(**{f.name: settings[f.name] for f in fields(kind) if f.name in settings})
                                for kind in (LabelConfig, progress.ProgressConfig))
+    return config, progress_config
+
+
+def labelling_student(store: Lakehouse, round_: int, teacher, student) -> tuple[int, dict]:
+    """Turn a fresh `student` into round `round_`'s labelling student, in place: the warm-up its lp_labels run did
+    before labelling, rebuilt from the settings those labels recorded. The proof starts both of its streams here,
+    so the scored stream is judged on the student whose progress the labels measured. Returns (its warm-up steps,
+    the warm-up optimizer's state)."""
+    config, progress_config = label_settings(store, round_)
     pool = candidate_pool(store)
     subset = calibration_subset(pool, round_, config)
     warmed, steps = warm_up(store, pool, subset.column("id").combine_chunks(), round_, config, progress_config,

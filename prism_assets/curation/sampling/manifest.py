@@ -92,9 +92,7 @@ def load_candidates(lakehouse: Lakehouse, phase: str, round_: int, versions: dic
                         "bucket_labels and the clusters so they agree")
     cluster_members = take_by_id(members.rename_columns(["id", "members"]), caps.column("cluster_id").combine_chunks(),
                                   ["members"])["members"].fill_null(0)
-    utility, scored_difficulty, unscored = _utility(lakehouse, ids, round_, versions)
-    if not scorer_difficulty:
-        scored_difficulty = np.full(len(ids), np.nan)
+    utility, scored_difficulty, unscored = _utility(lakehouse, ids, round_, versions, scorer_difficulty)
     prompt_tokens = np.asarray(label["prompt_tokens_est"].to_numpy(zero_copy_only=False), dtype=np.float64)
     difficulty = _difficulty(caps.column("skill_bucket").to_numpy(zero_copy_only=False),
                              caps.column("ctx_bucket").to_numpy(zero_copy_only=False), prompt_tokens, scored_difficulty)
@@ -108,23 +106,25 @@ def load_candidates(lakehouse: Lakehouse, phase: str, round_: int, versions: dic
     return Candidates.from_table(table), excluded, unscored
 
 
-def _utility(lakehouse: Lakehouse, ids: pa.Array, round_: int, versions: dict[str, int]
+def _utility(lakehouse: Lakehouse, ids: pa.Array, round_: int, versions: dict[str, int], with_difficulty: bool
              ) -> tuple[np.ndarray, np.ndarray, int]:
     """(utility, scorer difficulty or NaN, unscored count); round 0 is uniform (utility 0 for all)."""
     n = len(ids)
     if round_ == 0:
         return np.zeros(n), np.full(n, np.nan), 0
-    scores = lakehouse.read_table(UTILITY_TABLE, ["id", "utility_score", "difficulty_proxy"],
-                                  pc.field("round") == round_, versions[UTILITY_TABLE])
+    columns = ["utility_score", "difficulty_proxy"] if with_difficulty else ["utility_score"]
+    scores = lakehouse.read_table(UTILITY_TABLE, ["id", *columns], pc.field("round") == round_,
+                                  versions[UTILITY_TABLE])
     if scores.num_rows == 0:
         raise PlanError(f"prompt_utility has no scores for round {round_}: score the pool for this round (valuation) "
                         "first, or sample round 0 (uniform within quotas)")
-    aligned = take_by_id(scores, ids, ["utility_score", "difficulty_proxy"])
+    aligned = take_by_id(scores, ids, columns)
     utility = np.asarray(aligned["utility_score"].to_numpy(zero_copy_only=False), dtype=np.float64)
     unscored = int(np.isnan(utility).sum())
     # Prompts added after scoring get the median score: neither favoured nor starved.
     utility = np.where(np.isnan(utility), np.nanmedian(scores.column("utility_score").to_numpy()), utility)
-    difficulty = np.asarray(aligned["difficulty_proxy"].to_numpy(zero_copy_only=False), dtype=np.float64)
+    difficulty = (np.asarray(aligned["difficulty_proxy"].to_numpy(zero_copy_only=False), dtype=np.float64)
+                  if with_difficulty else np.full(n, np.nan))
     return np.clip(utility, 0.0, 1.0), difficulty, unscored
 
 
