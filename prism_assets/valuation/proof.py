@@ -15,10 +15,11 @@ stream), and each stream's first steps × batch prompts are trained on in stream
 order. The teacher answers every prompt once (seeded per prompt, so a prompt shared by both streams gets the same
 answer and logits in both).
 
-The held-out KL weighs every response token of the slice alike by default; the slice holds as many prompts of each
-skill bucket, so a stream that moves tokens toward a bucket the stream under-weighs is partly rewarded for matching
-the slice. `heldout_weighting="mixture"` weighs each bucket as mixture.yaml's targets spend the uniform stream's
-tokens instead.
+The held-out KL weighs every response token of the slice alike by default. The slice holds as many prompts of each
+skill bucket, so it weighs a bucket that mixture.yaml gives few tokens (B3) more than the stream does, and a stream
+that moves tokens there is partly rewarded for matching the slice. `heldout_weighting="mixture"` weighs each bucket
+as mixture.yaml's targets spend the uniform stream's tokens instead (on the demo labels it moved the saving by about
+one point, docs/benchmarks.md).
 
 Reported: the curves (one row per evaluation), and per seed the tokens (b) needs to reach (a)'s final KL, linearly
 interpolated between evaluations (the issue's goal: ≥ 25% fewer).
