@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +43,17 @@ def within_bucket_spearman(a: np.ndarray, b: np.ndarray, buckets: np.ndarray) ->
     return float(np.corrcoef(ranked_a, ranked_b)[0, 1])
 
 
+def start_log() -> tuple[Callable[[str], None], float]:
+    """Print the machine line; return (a log that stamps each line with the seconds since now, now)."""
+    began = time.monotonic()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - began:7.0f} s] {message}", flush=True)
+
+    return log, began
+
+
 def spearman_brown(r: float) -> float:
     """Reliability of a label measured on the whole slice from the agreement of its two halves."""
     return 2 * r / (1 + r)
@@ -55,12 +67,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="of the sample of labelled prompts")
     parser.add_argument("--output", help="also write the per-prompt labels as JSON here")
     args = parser.parse_args()
-
-    def log(message: str) -> None:
-        print(f"[{time.monotonic() - began:7.0f} s] {message}", flush=True)
-
-    began = time.monotonic()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    log, began = start_log()
     store = Lakehouse(args.lakehouse)
     config, progress_config = rounds.label_settings(store, args.round)
     if progress_config.batch_prompts != 1:

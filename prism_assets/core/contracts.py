@@ -329,6 +329,10 @@ STUDENT_FEATURES = pa.schema([
     ("student_window_kl_mean", pa.float32()),  # KL(teacher ‖ student), nats, over prompt_features' window
     ("student_window_kl_max", pa.float32()),
     ("window_tokens", pa.int32()),
+    # Drop of the prompt's mean KL(teacher ‖ student) over its last `student_context` tokens when the student takes
+    # a label's step on the valuation held-out slice (nats): the labels' first-order term read from the prompt's
+    # side, no generation (features.heldout_step_gain). Null for rounds measured before it existed.
+    ("student_heldout_gain", pa.float32()),
     # Mean sparse KL(stored teacher targets ‖ student) over the analysis tokens and over the final tokens of the
     # prompt's captured response: null unless teacher_logit_shards holds one of this teacher with an analysis span
     ("analysis_kl_mean", pa.float32()),

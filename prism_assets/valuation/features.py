@@ -45,7 +45,7 @@ MARKERS = {
 NUMERIC = ("log_prompt_tokens", "num_user_turns", "skill_confidence", *MARKERS, "teacher_entropy_mean",
            "teacher_entropy_max", "teacher_margin_mean", "teacher_margin_max")
 # Student-side features of a round (student_features), read after NUMERIC by heads trained from that round on.
-STUDENT_NUMERIC = ("student_window_kl_mean", "student_window_kl_max")
+STUDENT_NUMERIC = ("student_window_kl_mean", "student_window_kl_max", "student_heldout_gain")
 
 
 def prompt_features(texts: pa.Array) -> dict[str, np.ndarray]:
@@ -68,7 +68,7 @@ def window_logits(model, prompts: Sequence[Sequence[int]], context: int, window:
     """[B, window, V] logits of the last `window` positions of each prompt (cut to its last `context` tokens,
     left-padded so every prompt ends at the same position)."""
     cut = [list(p)[-context:] for p in prompts]
-    width = max(len(p) for p in cut)
+    width = max(window, *(len(p) for p in cut))
     input_ids = torch.full((len(cut), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(cut), width), dtype=torch.long)
     for row, ids in enumerate(cut):
@@ -133,6 +133,41 @@ def student_window_kl(teacher_model, student_model, prompts: Sequence[Sequence[i
         kl[rows] = (t.exp() * (t - s)).sum(-1).clamp(min=0).cpu().numpy()
     masked = np.where(valid, kl, np.nan)
     return np.nanmean(masked, 1), np.nanmax(masked, 1)
+
+
+@torch.inference_mode()
+def heldout_step_gain(teacher_model, student, prompts: Sequence[Sequence[int]], step: Sequence[torch.Tensor],
+                      context: int = 64, pad_id: int = 0, batch_size: int = 8,
+                      log: Callable[[str], None] | None = None) -> np.ndarray:
+    """Per prompt: how much the student's mean KL(teacher ‖ student) over the prompt's last `context` positions
+    falls when `step` (a label's step taken on the held-out slice, `progress.heldout_step`) is added to its weights.
+
+    An LP label is the held-out KL's drop after a preconditioned step on the prompt, ≈ ⟨P·g_prompt, g_heldout⟩;
+    the preconditioner P is diagonal, so that term equals ⟨g_prompt, P·g_heldout⟩: the prompt's KL drop after a
+    step on the held-out slice. Measured on the prompt itself (teacher-forced, no generation) and batched — three
+    forward passes per batch (teacher, student before and after), no gradient per prompt. The student is restored
+    exactly after each batch."""
+    parameters = list(student.parameters())
+    saved = [p.detach().clone() for p in parameters]
+    n = len(prompts)
+    gain, valid = np.zeros((n, context), np.float32), np.zeros((n, context), bool)
+    try:
+        for rows, mask in length_batches(prompts, context, context, batch_size, log, "held-out step gain"):
+            valid[rows] = mask
+            batch = [prompts[i] for i in rows]
+            t = torch.log_softmax(window_logits(teacher_model, batch, context, context, pad_id), -1)
+            p = t.exp()
+            before = (p * (t - torch.log_softmax(window_logits(student, batch, context, context, pad_id), -1))).sum(-1)
+            for parameter, change in zip(parameters, step):
+                parameter.add_(change)
+            after = (p * (t - torch.log_softmax(window_logits(student, batch, context, context, pad_id), -1))).sum(-1)
+            for parameter, original in zip(parameters, saved):
+                parameter.copy_(original)
+            gain[rows] = (before - after).cpu().numpy()
+    finally:
+        for parameter, original in zip(parameters, saved):
+            parameter.copy_(original)
+    return np.nanmean(np.where(valid, gain, np.nan), 1)
 
 
 @torch.inference_mode()

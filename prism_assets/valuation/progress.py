@@ -126,6 +126,23 @@ def label(student, pool: Sequence[Candidate], heldout: HeldOut, config: Progress
     return records
 
 
+def heldout_step(student, heldout: HeldOut, preconditioner: Sequence[torch.Tensor], config: ProgressConfig
+                 ) -> list[torch.Tensor]:
+    """The weight change of a label's `updates` clipped, preconditioned steps, taken on the held-out slice's own
+    gradient instead of a candidate's: the roles of `label` reversed (`features.heldout_step_gain` reads every
+    candidate's KL drop under it)."""
+    parameters = list(student.parameters())
+    student.eval()
+    per_position = losses.dense_kl(position_logits(student, heldout.batch), heldout.teacher_logprobs.float())
+    loss = (per_position.mean() if heldout.position_weights is None
+            else per_position @ heldout.position_weights.to(per_position))
+    gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
+    total = float(torch.sqrt(sum((g.float() ** 2).sum() for g in gradients if g is not None)))
+    size = config.step_size * config.updates * min(1.0, 1.0 / (total + 1e-6))  # clip_grad_norm_(1.0)'s factor
+    return [torch.zeros_like(p) if g is None else -size * g * scale
+            for p, g, scale in zip(parameters, gradients, preconditioner)]
+
+
 @dataclass
 class WarmedUp:
     """What the warm-up leaves besides the student's weights."""

@@ -49,24 +49,31 @@ def report(lakehouse: Lakehouse, round_: int) -> str:
             else:
                 lines.append("  learning-progress labels: none (round 0 is the uniform warm-up)")
         if "student_features" in tables and "lp_labels" in tables:
-            # Tables written before the analysis-vs-final columns existed gain them at their next write.
+            # Tables written before the analysis-vs-final and gain columns existed gain them at their next write.
+            columns = lakehouse.table("student_features").schema().to_arrow().names
             by_channel = ("count(analysis_kl_mean), avg(analysis_kl_mean), avg(final_kl_mean)"
-                          if "analysis_kl_mean" in lakehouse.table("student_features").schema().to_arrow().names
-                          else "0, NULL, NULL")
+                          if "analysis_kl_mean" in columns else "0, NULL, NULL")
+            gain = "s.student_heldout_gain" if "student_heldout_gain" in columns else "NULL::FLOAT"
             candidates, kl, steps, spanned, analysis, final = con.execute(
                 f"SELECT count(*), avg(student_window_kl_mean), any_value(warmup_steps), {by_channel} "
                 "FROM student_features WHERE round = ?", [round_]).fetchone()
             if candidates:
-                labelled, rho = con.execute("""
+                labelled, rho, gain_rho = con.execute(f"""
                     WITH pairs AS (
-                        SELECT l.lp_value, s.student_window_kl_mean AS kl FROM lp_labels l
+                        SELECT l.lp_value, s.student_window_kl_mean AS kl, {gain} AS gain FROM lp_labels l
                         JOIN student_features s ON s.id = l.prompt_id AND s.round = l.round WHERE l.round = ?)
-                    SELECT count(*), corr(lp_rank, kl_rank) FROM (
-                        SELECT rank() OVER (ORDER BY lp_value) AS lp_rank, rank() OVER (ORDER BY kl) AS kl_rank
+                    SELECT count(*), corr(lp_rank, kl_rank), corr(lp_rank, gain_rank) FROM (
+                        SELECT rank() OVER (ORDER BY lp_value) AS lp_rank, rank() OVER (ORDER BY kl) AS kl_rank,
+                               CASE WHEN gain IS NOT NULL THEN rank() OVER (ORDER BY gain) END AS gain_rank
                         FROM pairs)""", [round_]).fetchone()
+
+                def shown(value: float | None) -> str:
+                    return f"{value:+.3f}" if value is not None and not math.isnan(value) else "n/a"
+
                 lines.append(f"  student-teacher window KL after {steps} warm-up steps: {kl:.3f} nats on average "
-                             f"over {candidates:,} candidates; Spearman with the {labelled} labels "
-                             + (f"{rho:+.3f}" if rho is not None and not math.isnan(rho) else "n/a"))
+                             f"over {candidates:,} candidates; Spearman with the {labelled} labels {shown(rho)}")
+                lines.append(f"  held-out step gain (a label's step on the held-out slice, read on each prompt): "
+                             f"Spearman with the labels {shown(gain_rho)}")
                 lines.append(f"  student KL on the teacher's reasoning vs its answer: {analysis:.3f} vs {final:.3f} "
                              f"nats per token over {spanned:,} captured responses with an analysis span" if spanned
                              else "  student KL on the teacher's reasoning vs its answer: no captured response of "

@@ -205,7 +205,8 @@ def label_round(store: Lakehouse, round_: int, config: LabelConfig, progress_con
     heldout = held_out(teacher, heldout_set, config.heldout_tokens, config.seed)
     labelled = progress.candidates(teacher, prompts, progress_config.max_new_tokens, config.seed, log=log)
     warmed, warmup_steps = warm_up(store, pool, ids, round_, config, progress_config, teacher, student)
-    student_table = student_feature_table(store, pool, round_, config, teacher, student, warmup_steps, log)
+    step = progress.heldout_step(student, heldout, warmed.preconditioner, progress_config)
+    student_table = student_feature_table(store, pool, round_, config, teacher, student, warmup_steps, step, log)
     records = progress.label(student, labelled, heldout, progress_config, warmed.preconditioner, teacher.pad_id, log)
     skill_of = dict(zip(subset.column("id").to_pylist(), subset.column("skill_bucket").to_pylist()))
     settings = json.dumps({**asdict(config), **asdict(progress_config)}, sort_keys=True)
@@ -259,13 +260,17 @@ def labelling_student(store: Lakehouse, round_: int, teacher, student) -> tuple[
 
 
 def student_feature_table(store: Lakehouse, pool: pa.Table, round_: int, config: LabelConfig, teacher, student,
-                          warmup_steps: int, log: Callable[[str], None] | None = None) -> pa.Table:
+                          warmup_steps: int, heldout_step: Sequence, log: Callable[[str], None] | None = None
+                          ) -> pa.Table:
     """student_features rows of one round: the warmed-up student's window KL to the teacher on every candidate
-    (one forward pass of each per prompt, no generation)."""
+    (one forward pass of each per prompt, no generation), and each candidate's KL drop under `heldout_step`
+    (`progress.heldout_step`: a label's step taken on the held-out slice; two more student passes)."""
     ids = pool.column("id").combine_chunks()
     prompts = [teacher.prompt_ids(m) for m in messages_of(store, ids)]
     kl_mean, kl_max = features.student_window_kl(teacher.model, student, prompts, config.student_context,
                                                  config.student_window, teacher.pad_id, log=log)
+    gain = features.heldout_step_gain(teacher.model, student, prompts, heldout_step, config.student_context,
+                                      teacher.pad_id, log=log)
     by_channel = analysis_disagreement(store, ids, teacher.teacher_id, student, teacher.pad_id)
     if log:
         log(f"analysis-vs-final KL: {len(by_channel):,} candidates have a captured response with an analysis span"
@@ -277,6 +282,7 @@ def student_feature_table(store: Lakehouse, pool: pa.Table, round_: int, config:
         "student_window_kl_mean": pa.array(kl_mean), "student_window_kl_max": pa.array(kl_max),
         "window_tokens": pa.array([min(len(p), config.student_context, config.student_window) for p in prompts],
                                   pa.int32()),
+        "student_heldout_gain": pa.array(gain),
         "analysis_kl_mean": pa.array([c[0] for c in channels], pa.float32(), from_pandas=True),
         "final_kl_mean": pa.array([c[1] for c in channels], pa.float32(), from_pandas=True),
         "warmup_steps": pa.array([warmup_steps] * n, pa.int32()),

@@ -36,17 +36,19 @@ def test_round_zero_is_uniform_and_round_one_is_labelled_and_scored(sampled):
 def test_the_labelling_student_measures_every_candidate_and_the_heads_read_it(sampled):
     from prism_assets.valuation.rounds import FEATURE_NAMES
 
-    [(zero, measured, candidates, kl, steps, label_steps, by_channel)] = query(sampled, """
+    [(zero, measured, candidates, kl, steps, label_steps, by_channel, gains, gain_spread)] = query(sampled, """
         SELECT count(*) FILTER (round = 0), count(*) FILTER (round = 1),
                (SELECT count(*) FROM prompt_utility WHERE round = 1), avg(student_window_kl_mean) FILTER (round = 1),
                any_value(warmup_steps) FILTER (round = 1),
-               (SELECT any_value(warmup_steps) FROM lp_labels WHERE round = 1), count(analysis_kl_mean)
+               (SELECT any_value(warmup_steps) FROM lp_labels WHERE round = 1), count(analysis_kl_mean),
+               count(student_heldout_gain) FILTER (round = 1), stddev(student_heldout_gain) FILTER (round = 1)
         FROM student_features""")
-    assert zero == 0 and measured == candidates and kl > 0 and steps == label_steps == 8
+    assert zero == 0 and measured == candidates == gains and kl > 0 and steps == label_steps == 8
+    assert gain_spread > 0  # the held-out step moves prompts' KL unequally
     assert by_channel == 0  # the ChatML teacher's responses have no reasoning channel
     heads = sampled.read_table("scorer_weights", filter=pc.field("round") == 1)
     assert heads.column("feature_names")[0].as_py() == list(FEATURE_NAMES)
-    assert "student_window_kl_mean" in FEATURE_NAMES
+    assert {"student_window_kl_mean", "student_heldout_gain"} <= set(FEATURE_NAMES)
 
 
 def test_round_one_manifests_favour_high_utility_under_the_same_quotas(sampled):

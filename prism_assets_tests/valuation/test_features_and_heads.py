@@ -61,6 +61,35 @@ def test_window_kl_to_a_uniform_student_is_log_vocab_minus_the_teachers_entropy(
     assert (kl_max >= kl_mean - 1e-6).all() and (kl_mean > 0).all()
 
 
+def window_kl_gradient(teacher, student, prompt: list[int], context: int) -> list[torch.Tensor]:
+    """The gradient of the prompt's mean KL over its last `context` positions, one prompt alone (no padding)."""
+    window = min(len(prompt), context)
+    with torch.no_grad():
+        t = torch.log_softmax(features.window_logits(teacher, [prompt], context, window, 0), -1)
+    s = torch.log_softmax(features.window_logits(student, [prompt], context, window, 0), -1)
+    loss = (t.exp() * (t - s)).sum(-1).mean()
+    return list(torch.autograd.grad(loss, list(student.parameters())))
+
+
+def test_the_held_out_step_gain_is_the_labels_first_order_term_read_from_the_prompt_side():
+    teacher, student = tiny_model(), tiny_model(vocab=50)
+    torch.manual_seed(1)
+    with torch.no_grad():  # a student that disagrees with the teacher
+        for parameter in student.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    heldout, prompts = list(range(3, 15)), [list(range(3, 15)), list(range(20, 44)), [9, 8, 7, 6], [41] * 12]
+    preconditioner = [torch.rand_like(p) + 0.5 for p in student.parameters()]  # a diagonal P, as the labels'
+    step = [-1e-3 * g * scale for g, scale in zip(window_kl_gradient(teacher, student, heldout, 16), preconditioner)]
+    before = [p.detach().clone() for p in student.parameters()]
+    gain = features.heldout_step_gain(teacher, student, prompts, step, context=16, batch_size=3)
+    assert all(torch.equal(p, q) for p, q in zip(student.parameters(), before))  # the student is restored exactly
+    # ⟨g_prompt, P·g_heldout⟩: what a step on the prompt does to the held-out KL, to first order
+    exact = [sum(float((g * -s).sum()) for g, s in zip(window_kl_gradient(teacher, student, p, 16), step))
+             for p in prompts]
+    assert np.allclose(gain, exact, rtol=0.05, atol=1e-7)
+    assert gain[0] > 0 and gain[0] == gain.max()  # the held-out prompt itself gains most
+
+
 def test_a_head_recovers_a_planted_utility():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(240, 12)).astype(np.float32)

@@ -1,10 +1,13 @@
--- description: every candidate of a labelled round has exactly one finite, non-negative student-teacher window KL (max ≥ mean), measured after the same warm-up as the round's labels, and every labelled prompt has one; the per-channel KL of a response with an analysis span is finite where present
+-- description: every candidate of a labelled round has exactly one finite, non-negative student-teacher window KL (max ≥ mean), measured after the same warm-up as the round's labels, and every labelled prompt has one; the held-out step gain and the per-channel KL of a response with an analysis span are finite where present
 -- blocking: true
 SELECT id, 'student_window_kl mean ' || student_window_kl_mean || ', max ' || student_window_kl_max || ' over '
        || window_tokens || ' positions' AS problem
 FROM student_features
 WHERE NOT (isfinite(student_window_kl_mean) AND isfinite(student_window_kl_max)) OR student_window_kl_mean < 0
    OR student_window_kl_max < student_window_kl_mean - 1e-6 OR window_tokens <= 0
+UNION ALL
+SELECT id, 'held-out step gain ' || student_heldout_gain || ': not finite' FROM student_features
+WHERE NOT isfinite(coalesce(student_heldout_gain, 0))
 UNION ALL
 SELECT id, 'analysis KL ' || analysis_kl_mean || ', final KL ' || final_kl_mean || ': not finite' FROM student_features
 WHERE NOT isfinite(coalesce(analysis_kl_mean, 0)) OR NOT isfinite(coalesce(final_kl_mean, 0))
