@@ -142,11 +142,11 @@ def heldout_step_gain(teacher_model, student, prompts: Sequence[Sequence[int]], 
     """Per prompt: how much the student's mean KL(teacher ‖ student) over the prompt's last `context` positions
     falls when `step` (a label's step taken on the held-out slice, `progress.heldout_step`) is added to its weights.
 
-    An LP label is the held-out KL's drop after a preconditioned step on the prompt, ≈ ⟨P·g_prompt, g_heldout⟩;
-    the preconditioner P is diagonal, so that term equals ⟨g_prompt, P·g_heldout⟩: the prompt's KL drop after a
-    step on the held-out slice. Measured on the prompt itself (teacher-forced, no generation) and batched — three
-    forward passes per batch (teacher, student before and after), no gradient per prompt. The student is restored
-    exactly after each batch."""
+    An LP label is the held-out KL's drop after preconditioned steps on the teacher's answer to the prompt, to first
+    order ⟨P·g_answer, g_heldout⟩. With the prompt standing in for the answer, and P diagonal, that term equals
+    ⟨g_prompt, P·g_heldout⟩: the prompt's KL drop after a step on the held-out slice. Measured on the prompt itself
+    (teacher-forced, no generation) and batched — three forward passes per batch (teacher, student before and
+    after), no gradient per prompt. The student is restored exactly after each batch."""
     parameters = list(student.parameters())
     saved = [p.detach().clone() for p in parameters]
     n = len(prompts)
