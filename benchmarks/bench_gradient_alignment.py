@@ -96,14 +96,15 @@ def main() -> None:
 
     prompts = [c.prompt_ids.tolist() for c in labelled]
     signals: dict[str, np.ndarray] = {}
-    window_mean, window_max = features.student_window_kl(teacher.model, student, prompts, config.student_context,
-                                                         config.student_window, teacher.pad_id)
-    signals["window KL (the round's feature)"] = window_mean
+    window = features.student_window_stats(teacher.model, student, prompts, config.student_context,
+                                           config.student_window, pad_id=teacher.pad_id)
+    signals["window KL (the round's feature)"] = window.kl_mean
     started = time.monotonic()
     step = progress.heldout_step(student, heldout, warmed.preconditioner, progress_config)
     for context in args.contexts:
-        signals[f"held-out step gain, {context} tokens"] = features.heldout_step_gain(
-            teacher.model, student, prompts, step, context, teacher.pad_id, log=log)
+        signals[f"held-out step gain, {context} tokens"] = features.student_window_stats(
+            teacher.model, student, prompts, context, min(context, config.student_window), step, teacher.pad_id,
+            log=log).heldout_gain
     gain_seconds = time.monotonic() - started
 
     # The exact terms, a gradient per prompt (what the batched gain saves): does the gain compute the inner
@@ -146,13 +147,14 @@ def main() -> None:
 
     # What the heads make of it: out-of-fold Spearman per bucket, with and without the gain.
     x = rounds.scorer_inputs(store, pa.array([c.prompt_id for c in labelled]), args.round, features.NUMERIC)
-    with_window = np.concatenate([x, np.stack([window_mean, window_max], 1)], 1)
+    with_window = np.concatenate([x, np.stack([window.kl_mean, window.kl_max], 1)], 1)
     gain = signals[f"held-out step gain, {config.student_context} tokens"][:, None]
     print(f"\nheads, out-of-fold Spearman with the labels (mean over fold seeds {args.fold_seeds}):")
     for name, inputs in (("embedding + prompt features + window KL (today)", with_window),
                          (f"… + held-out step gain ({config.student_context} tokens)",
                           np.concatenate([with_window, gain], 1))):
-        rho = {b: np.mean([scorer.train_head(inputs, lp, buckets, b, scorer.ScorerConfig(seed=seed)).heldout_spearman
+        rho = {b: np.mean([scorer.train_head(inputs, lp, buckets, b, scorer.ScorerConfig(seed=seed),
+                                             x.shape[1] - len(features.NUMERIC)).heldout_spearman
                            for seed in args.fold_seeds]) for b in SKILL_BUCKETS}
         print(f"  {name:<52} " + " ".join(f"{b} {r:+.2f}" for b, r in rho.items())
               + f"  mean {np.mean(list(rho.values())):+.3f}")

@@ -1,5 +1,7 @@
-"""What the round's student features cost in the lp_labels run: the window KL and the held-out step gain over every
-candidate of a lakehouse, timed apart (the student's weights do not change the cost, so a fresh one is used).
+"""What the round's student features cost in the lp_labels run, over every candidate of a lakehouse: the held-out
+step, the window KL alone (one teacher and one student pass per prompt), and the window KL with the held-out step
+gain (one more student pass), as `rounds.student_feature_table` computes them (the student's weights do not change
+the cost, so a fresh one is used).
 
     python benchmarks/bench_student_feature_cost.py --lakehouse lakehouse --context 24 --window 4   # the demo's
 
@@ -39,12 +41,12 @@ def main() -> None:
     began = time.monotonic()
     step = progress.heldout_step(student, heldout, preconditioner, progress.ProgressConfig())
     stepped = time.monotonic()
-    features.student_window_kl(teacher.model, student, prompts, args.context, args.window, teacher.pad_id)
+    features.student_window_stats(teacher.model, student, prompts, args.context, args.window, None, teacher.pad_id)
     windowed = time.monotonic()
-    features.heldout_step_gain(teacher.model, student, prompts, step, args.context, teacher.pad_id)
+    features.student_window_stats(teacher.model, student, prompts, args.context, args.window, step, teacher.pad_id)
     done = time.monotonic()
-    print(f"held-out step {stepped - began:.1f} s; window KL {windowed - stepped:.1f} s; "
-          f"held-out step gain {done - windowed:.1f} s")
+    print(f"held-out step {stepped - began:.1f} s; window KL alone {windowed - stepped:.1f} s; "
+          f"window KL and held-out step gain {done - windowed:.1f} s")
 
 
 if __name__ == "__main__":

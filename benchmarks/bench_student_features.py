@@ -1,9 +1,10 @@
 """Do the round's student features help the scorer heads? Label a round at scale on a copy of a lakehouse (the
 `lp_labels` run's code: warm-up, student_features over every candidate, LP labels), then compare the heads'
-out-of-fold Spearman with the labels with and without the student columns, per bucket, over several fold seeds.
+out-of-fold Spearman with the labels with and without the student columns, per bucket, over several fold seeds,
+for each number of the embedding's principal components the heads read (`--embedding-components`, 0: raw).
 
     python benchmarks/bench_student_features.py --lakehouse lakehouse --work /tmp/student-bench \
-        --calibration-share 0.35 --max-prompts 640 [--calibration-allocation pool]
+        --calibration-share 0.35 --max-prompts 640 [--calibration-allocation pool] [--step-size 1e-6]
 
 Needs a lakehouse through prompt_features and prompt_embeddings (`make demo`). The copy in `--work` keeps the new
 labels; `--reuse` skips labelling and compares on the copy's stored labels.
@@ -25,12 +26,13 @@ from prism_assets.teacher.backends import load_teacher
 from prism_assets.valuation import features, progress, rounds, scorer
 
 
-def label(source: str, work: str, round_: int, config: rounds.LabelConfig) -> None:
+def label(source: str, work: str, round_: int, config: rounds.LabelConfig,
+          progress_config: progress.ProgressConfig) -> None:
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(source, work)
     store = Lakehouse(work)
     began = time.monotonic()
-    labels, student_table = rounds.label_round(store, round_, config, progress.ProgressConfig(), load_teacher(),
+    labels, student_table = rounds.label_round(store, round_, config, progress_config, load_teacher(),
                                                load_student(device="cpu")[0],
                                                lambda message: print(time.strftime("%H:%M:%S"), message, flush=True))
     print(f"labelled round {round_} in {time.monotonic() - began:.0f} s")
@@ -38,7 +40,7 @@ def label(source: str, work: str, round_: int, config: rounds.LabelConfig) -> No
     store.replace_partition("lp_labels", LP_LABELS, lambda: [labels], "round", round_)
 
 
-def compare(work: str, round_: int, fold_seeds: list[int]) -> None:
+def compare(work: str, round_: int, fold_seeds: list[int], embedding_components: list[int]) -> None:
     store = Lakehouse(work)
     labels = store.read_table("lp_labels", None, pc.field("round") == round_)
     values = labels.column("lp_value").to_numpy()
@@ -50,12 +52,16 @@ def compare(work: str, round_: int, fold_seeds: list[int]) -> None:
           + ", ".join(f"{b} {scorer.spearman(kl[buckets == b], values[buckets == b])[0]:+.3f}" for b in SKILL_BUCKETS))
     print(f"Spearman(student window KL, log prompt tokens) {scorer.spearman(kl, log_length)[0]:+.3f}; "
           f"Spearman(-log prompt tokens, label) {scorer.spearman(-log_length, values)[0]:+.3f}")
-    for name, columns in (("embedding + prompt features", slice(0, prompt_end)),
-                          ("embedding + prompt + student features", slice(None))):
-        rho = {b: np.mean([scorer.train_head(x[:, columns], values, buckets, b, scorer.ScorerConfig(seed=seed))
-                           .heldout_spearman for seed in fold_seeds]) for b in SKILL_BUCKETS}
-        print(f"heads, {name}: " + " ".join(f"{b} {r:+.2f}" for b, r in rho.items())
-              + f"  mean {np.mean(list(rho.values())):+.3f}")
+    embedding_dims = prompt_end - len(features.NUMERIC)
+    for components in embedding_components:
+        for name, columns in (("embedding + prompt features", slice(0, prompt_end)),
+                              ("embedding + prompt + student features", slice(None))):
+            config = [scorer.ScorerConfig(seed=seed, embedding_components=components) for seed in fold_seeds]
+            rho = {b: np.mean([scorer.train_head(x[:, columns], values, buckets, b, c, embedding_dims)
+                               .heldout_spearman for c in config]) for b in SKILL_BUCKETS}
+            print(f"heads, {components or 'raw'} embedding components, {name}: "
+                  + " ".join(f"{b} {r:+.2f}" for b, r in rho.items()) + f"  mean {np.mean(list(rho.values())):+.3f}",
+                  flush=True)
 
 
 def main() -> None:
@@ -68,14 +74,19 @@ def main() -> None:
     parser.add_argument("--calibration-allocation", choices=rounds.CALIBRATION_ALLOCATIONS, default="stream",
                         help="labels per skill bucket: as the stream's mix, or as the pool's (runs before "
                         "2026-12-02 used pool)")
+    parser.add_argument("--step-size", type=float, default=progress.ProgressConfig.step_size,
+                        help="of the labels' preconditioned mini-updates (1e-6: small enough to be linear)")
     parser.add_argument("--fold-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--embedding-components", type=int, nargs="+",
+                        default=[scorer.ScorerConfig.embedding_components])
     parser.add_argument("--reuse", action="store_true", help="compare on the labels already in --work")
     args = parser.parse_args()
     if not args.reuse:
         label(args.lakehouse, args.work, args.round,
               rounds.LabelConfig(calibration_share=args.calibration_share, max_prompts=args.max_prompts,
-                                 calibration_allocation=args.calibration_allocation))
-    compare(args.work, args.round, args.fold_seeds)
+                                 calibration_allocation=args.calibration_allocation),
+              progress.ProgressConfig(step_size=args.step_size))
+    compare(args.work, args.round, args.fold_seeds, args.embedding_components)
 
 
 if __name__ == "__main__":

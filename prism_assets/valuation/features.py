@@ -117,57 +117,62 @@ def teacher_window_stats(model, prompts: Sequence[Sequence[int]], context: int =
                        np.nanmax(masked_margin, 1), valid.sum(1).astype(np.int32))
 
 
+@dataclass
+class StudentWindowStats:
+    kl_mean: np.ndarray  # KL(teacher ‖ student) over each prompt's last `window` positions
+    kl_max: np.ndarray
+    heldout_gain: np.ndarray | None  # the drop of the mean KL over its last `context` positions under a step
+
+
+def kl_to_teacher(teacher_logprobs: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    """KL(teacher ‖ student) per position, over the last (vocabulary) axis."""
+    return (teacher_logprobs.exp() * (teacher_logprobs - torch.log_softmax(student_logits, -1))).sum(-1)
+
+
 @torch.inference_mode()
-def student_window_kl(teacher_model, student_model, prompts: Sequence[Sequence[int]], context: int = 64,
-                      window: int = 8, pad_id: int = 0, batch_size: int = 16,
-                      log: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and max KL(teacher ‖ student) over each prompt's window: where the student still disagrees with the
-    teacher about how the request ends and its answer begins."""
+def student_window_stats(teacher_model, student, prompts: Sequence[Sequence[int]], context: int = 64,
+                         window: int = 8, heldout_step: Sequence[torch.Tensor] | None = None, pad_id: int = 0,
+                         batch_size: int = 8, log: Callable[[str], None] | None = None) -> StudentWindowStats:
+    """The round's student features of each prompt, one teacher pass and one or two student passes per batch.
+
+    Window KL: mean and max KL(teacher ‖ student) over the prompt's last `window` positions, where the student still
+    disagrees with the teacher about how the request ends and its answer begins.
+
+    Held-out step gain (when `heldout_step` is given: a label's step taken on the held-out slice,
+    `progress.heldout_step`): how much the student's mean KL over the prompt's last `context` positions falls when
+    the step is added to its weights. An LP label is the held-out KL's drop after preconditioned steps on the
+    teacher's answer to the prompt, to first order ⟨P·g_answer, g_heldout⟩. With the prompt standing in for the
+    answer, and P diagonal, that term equals ⟨g_prompt, P·g_heldout⟩: the prompt's KL drop after a step on the
+    held-out slice, teacher-forced on the prompt itself (no generation, no gradient per prompt). The student is
+    restored exactly after each batch."""
+    if window > context:
+        raise ValueError(f"the student window ({window}) must fit in its context ({context}): lower student_window")
+    parameters = list(student.parameters())
+    saved = [p.detach().clone() for p in parameters] if heldout_step is not None else []
     n = len(prompts)
     kl, valid = np.zeros((n, window), np.float32), np.zeros((n, window), bool)
-    for rows, mask in length_batches(prompts, context, window, batch_size, log, "student-teacher window KL"):
-        valid[rows] = mask
+    gain = np.full(n, np.nan, np.float32)
+    what = "student window KL" + (" and held-out step gain" if heldout_step is not None else "")
+    for rows, mask in length_batches(prompts, context, context, batch_size, log, what):
         batch = [prompts[i] for i in rows]
-        t = torch.log_softmax(window_logits(teacher_model, batch, context, window, pad_id), -1)
-        s = torch.log_softmax(window_logits(student_model, batch, context, window, pad_id), -1)
-        kl[rows] = (t.exp() * (t - s)).sum(-1).clamp(min=0).cpu().numpy()
-    masked = np.where(valid, kl, np.nan)
-    return np.nanmean(masked, 1), np.nanmax(masked, 1)
-
-
-@torch.inference_mode()
-def heldout_step_gain(teacher_model, student, prompts: Sequence[Sequence[int]], step: Sequence[torch.Tensor],
-                      context: int = 64, pad_id: int = 0, batch_size: int = 8,
-                      log: Callable[[str], None] | None = None) -> np.ndarray:
-    """Per prompt: how much the student's mean KL(teacher ‖ student) over the prompt's last `context` positions
-    falls when `step` (a label's step taken on the held-out slice, `progress.heldout_step`) is added to its weights.
-
-    An LP label is the held-out KL's drop after preconditioned steps on the teacher's answer to the prompt, to first
-    order ⟨P·g_answer, g_heldout⟩. With the prompt standing in for the answer, and P diagonal, that term equals
-    ⟨g_prompt, P·g_heldout⟩: the prompt's KL drop after a step on the held-out slice. Measured on the prompt itself
-    (teacher-forced, no generation) and batched — three forward passes per batch (teacher, student before and
-    after), no gradient per prompt. The student is restored exactly after each batch."""
-    parameters = list(student.parameters())
-    saved = [p.detach().clone() for p in parameters]
-    n = len(prompts)
-    gain, valid = np.zeros((n, context), np.float32), np.zeros((n, context), bool)
-    try:
-        for rows, mask in length_batches(prompts, context, context, batch_size, log, "held-out step gain"):
-            valid[rows] = mask
-            batch = [prompts[i] for i in rows]
-            t = torch.log_softmax(window_logits(teacher_model, batch, context, context, pad_id), -1)
-            p = t.exp()
-            before = (p * (t - torch.log_softmax(window_logits(student, batch, context, context, pad_id), -1))).sum(-1)
-            for parameter, change in zip(parameters, step):
-                parameter.add_(change)
-            after = (p * (t - torch.log_softmax(window_logits(student, batch, context, context, pad_id), -1))).sum(-1)
+        width = max(window, min(context, max(len(p) for p in batch)))  # positions any prompt of the batch has
+        t = torch.log_softmax(window_logits(teacher_model, batch, context, width, pad_id), -1)
+        before = kl_to_teacher(t, window_logits(student, batch, context, width, pad_id))
+        kl[rows], valid[rows] = before[:, -window:].clamp(min=0).cpu().numpy(), mask[:, -window:]
+        if heldout_step is None:
+            continue
+        for parameter, change in zip(parameters, heldout_step):
+            parameter.add_(change)
+        try:
+            after = kl_to_teacher(t, window_logits(student, batch, context, width, pad_id))
+        finally:
             for parameter, original in zip(parameters, saved):
                 parameter.copy_(original)
-            gain[rows] = (before - after).cpu().numpy()
-    finally:
-        for parameter, original in zip(parameters, saved):
-            parameter.copy_(original)
-    return np.nanmean(np.where(valid, gain, np.nan), 1)
+        positions = torch.from_numpy(mask[:, -width:]).to(after.device)
+        gain[rows] = (torch.where(positions, before - after, 0).sum(1) / positions.sum(1)).cpu().numpy()
+    masked = np.where(valid, kl, np.nan)
+    return StudentWindowStats(np.nanmean(masked, 1), np.nanmax(masked, 1),
+                              None if heldout_step is None else gain)
 
 
 @torch.inference_mode()

@@ -137,8 +137,8 @@ def heldout_step(student, heldout: HeldOut, preconditioner: Sequence[torch.Tenso
     loss = (per_position.mean() if heldout.position_weights is None
             else per_position @ heldout.position_weights.to(per_position))
     gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
-    total = float(torch.sqrt(sum((g.float() ** 2).sum() for g in gradients if g is not None)))
-    size = config.step_size * config.updates * min(1.0, 1.0 / (total + 1e-6))  # clip_grad_norm_(1.0)'s factor
+    norm = float(torch.nn.utils.get_total_norm([g for g in gradients if g is not None]))
+    size = config.step_size * config.updates * min(1.0, 1.0 / (norm + 1e-6))  # clip_grad_norm_(1.0)'s factor
     return [torch.zeros_like(p) if g is None else -size * g * scale
             for p, g, scale in zip(parameters, gradients, preconditioner)]
 

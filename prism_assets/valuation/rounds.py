@@ -263,14 +263,12 @@ def student_feature_table(store: Lakehouse, pool: pa.Table, round_: int, config:
                           warmup_steps: int, heldout_step: Sequence, log: Callable[[str], None] | None = None
                           ) -> pa.Table:
     """student_features rows of one round: the warmed-up student's window KL to the teacher on every candidate
-    (one forward pass of each per prompt, no generation), and each candidate's KL drop under `heldout_step`
-    (`progress.heldout_step`: a label's step taken on the held-out slice; two more student passes)."""
+    and each candidate's KL drop under `heldout_step` (`progress.heldout_step`: a label's step taken on the held-out
+    slice), `features.student_window_stats`: one teacher and two student passes per prompt, no generation."""
     ids = pool.column("id").combine_chunks()
     prompts = [teacher.prompt_ids(m) for m in messages_of(store, ids)]
-    kl_mean, kl_max = features.student_window_kl(teacher.model, student, prompts, config.student_context,
-                                                 config.student_window, teacher.pad_id, log=log)
-    gain = features.heldout_step_gain(teacher.model, student, prompts, heldout_step, config.student_context,
-                                      teacher.pad_id, log=log)
+    stats = features.student_window_stats(teacher.model, student, prompts, config.student_context,
+                                          config.student_window, heldout_step, teacher.pad_id, log=log)
     by_channel = analysis_disagreement(store, ids, teacher.teacher_id, student, teacher.pad_id)
     if log:
         log(f"analysis-vs-final KL: {len(by_channel):,} candidates have a captured response with an analysis span"
@@ -279,10 +277,10 @@ def student_feature_table(store: Lakehouse, pool: pa.Table, round_: int, config:
     n = len(ids)
     return pa.table({
         "round": pa.array([round_] * n, pa.int32()), "id": ids, "skill_bucket": pool.column("skill_bucket"),
-        "student_window_kl_mean": pa.array(kl_mean), "student_window_kl_max": pa.array(kl_max),
+        "student_window_kl_mean": pa.array(stats.kl_mean), "student_window_kl_max": pa.array(stats.kl_max),
         "window_tokens": pa.array([min(len(p), config.student_context, config.student_window) for p in prompts],
                                   pa.int32()),
-        "student_heldout_gain": pa.array(gain),
+        "student_heldout_gain": pa.array(stats.heldout_gain),
         "analysis_kl_mean": pa.array([c[0] for c in channels], pa.float32(), from_pandas=True),
         "final_kl_mean": pa.array([c[1] for c in channels], pa.float32(), from_pandas=True),
         "warmup_steps": pa.array([warmup_steps] * n, pa.int32()),
@@ -344,7 +342,7 @@ def train_heads(store: Lakehouse, round_: int, config: scorer.ScorerConfig) -> p
     skills = labels.column("skill_bucket").to_numpy(zero_copy_only=False)
     rows = []
     for skill in SKILL_BUCKETS:
-        trained = scorer.train_head(x, values, skills, skill, config)
+        trained = scorer.train_head(x, values, skills, skill, config, embedding_dims=x.shape[1] - len(FEATURE_NAMES))
         rows.append({"round": round_, "skill_bucket": skill, "weights": scorer.to_bytes(trained.head),
                      "training_rows": trained.training_rows, "heldout_spearman": trained.heldout_spearman,
                      "heldout_p_value": trained.heldout_p_value,

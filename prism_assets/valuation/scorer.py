@@ -5,7 +5,11 @@ One head per skill bucket, fitted on its own bucket's labels and, down-weighted 
 other buckets' (labels are expensive: on the demo lakehouse's 640 labels, borrowing raised the mean out-of-fold
 Spearman from 0.18 to 0.25, see docs/benchmarks.md). Targets are the labels' percentile ranks within their bucket
 (LP values are tiny, heavy-tailed and shift as the student learns; their order is what the sampler needs).
-Features are standardized with the training rows' mean and spread, stored with the weights. The head's held-out
+The embedding enters raw by default; `embedding_components` > 0 reads its top principal components over the training
+rows instead (for few labels and a wide embedder: on the demo's 640 round-1 labels and 384-dim MiniLM, 8–32
+components ranked worse than the raw dimensions and 64 the same, see docs/benchmarks.md). Inputs are standardized
+with the training rows' mean and spread; the projection and the standardization are stored with the weights, so a
+head scores raw inputs. The head's held-out
 Spearman correlation with the labels is measured out of fold (k folds: every label is predicted by a head that did
 not see it), with its one-sided p-value, so a consumer can tell a head that ranks from one that fits noise; the
 head is then refit on every row. A bucket with too few labels gets a head trained on every bucket's labels alike.
@@ -31,6 +35,7 @@ class ScorerConfig:
     weight_decay: float = 1e-2
     folds: int = 4  # out-of-fold predictions for the held-out Spearman
     other_buckets_weight: float = 0.25  # of the other buckets' labels in a bucket's fit (0: its own labels only)
+    embedding_components: int = 0  # principal components of the embedding a head reads (0: every raw dimension)
     seed: int = 0
 
 
@@ -50,25 +55,44 @@ def spearman(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 
 class Head(torch.nn.Module):
-    def __init__(self, inputs: int, hidden: int):
+    """MLP over [the embedding's principal components, the other columns], standardized. Inputs are raw rows: the
+    first `embedding_dims` columns, the embedding, are centred and projected onto `components` directions."""
+
+    def __init__(self, inputs: int, hidden: int, embedding_dims: int = 0, components: int = 0):
         super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(inputs, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1))
-        self.register_buffer("mean", torch.zeros(inputs))
-        self.register_buffer("scale", torch.ones(inputs))
+        reduced = inputs - embedding_dims + components
+        self.net = torch.nn.Sequential(torch.nn.Linear(reduced, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1))
+        self.register_buffer("embedding_mean", torch.zeros(embedding_dims))
+        self.register_buffer("projection", torch.zeros(embedding_dims, components))
+        self.register_buffer("mean", torch.zeros(reduced))
+        self.register_buffer("scale", torch.ones(reduced))
+
+    def reduce(self, x: torch.Tensor) -> torch.Tensor:
+        dims = self.embedding_mean.numel()
+        return torch.cat([(x[:, :dims] - self.embedding_mean) @ self.projection, x[:, dims:]], 1) if dims else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net((x - self.mean) / self.scale)).squeeze(-1)
+        return torch.sigmoid(self.net((self.reduce(x) - self.mean) / self.scale)).squeeze(-1)
 
 
-def fit(x: np.ndarray, y: np.ndarray, config: ScorerConfig, weights: np.ndarray | None = None) -> Head:
-    """A head fitted to (inputs, targets in [0, 1]) by full-batch AdamW on (row-weighted) squared error."""
+def fit(x: np.ndarray, y: np.ndarray, config: ScorerConfig, weights: np.ndarray | None = None,
+        embedding_dims: int = 0) -> Head:
+    """A head fitted to (inputs, targets in [0, 1]) by full-batch AdamW on (row-weighted) squared error. The first
+    `embedding_dims` columns are the embedding: the head reads its top principal components over these rows (at
+    most one fewer than the rows, the directions they span)."""
     torch.manual_seed(config.seed)
-    head = Head(x.shape[1], config.hidden)
     inputs, targets = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))
+    components = min(config.embedding_components, embedding_dims, len(x) - 1) if embedding_dims else 0
+    head = Head(x.shape[1], config.hidden, embedding_dims if components > 0 else 0, max(components, 0))
+    if components > 0:
+        embedding = inputs[:, :embedding_dims]
+        head.embedding_mean.copy_(embedding.mean(0))
+        head.projection.copy_(torch.linalg.svd(embedding - head.embedding_mean, full_matrices=False)[2][:components].T)
     row_weights = torch.from_numpy(np.ones(len(y), np.float32) if weights is None else weights.astype(np.float32))
     row_weights = row_weights / row_weights.sum()
-    head.mean.copy_(inputs.mean(0))
-    head.scale.copy_(inputs.std(0).clamp(min=1e-6) if len(inputs) > 1 else torch.ones(x.shape[1]))
+    reduced = head.reduce(inputs)
+    head.mean.copy_(reduced.mean(0))
+    head.scale.copy_(reduced.std(0).clamp(min=1e-6) if len(inputs) > 1 else torch.ones(reduced.shape[1]))
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     for _ in range(config.epochs):
         loss = (row_weights * (head(inputs) - targets) ** 2).sum()
@@ -101,12 +125,13 @@ def ranks_within(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def train_head(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, bucket: str, config: ScorerConfig
-               ) -> TrainedHead:
-    """The head of `bucket` over every labelled row (`groups`: each row's bucket), its own rows weighted 1 and the
-    others `other_buckets_weight`, or all alike when the bucket has fewer than MIN_LABELS rows (the all-bucket
-    fallback). Its held-out Spearman (and p-value) compares out-of-fold predictions with the labels of the rows it
-    is judged on (its own, or all for the fallback); then the head is refit on every row."""
+def train_head(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, bucket: str, config: ScorerConfig,
+               embedding_dims: int = 0) -> TrainedHead:
+    """The head of `bucket` over every labelled row (`groups`: each row's bucket; the first `embedding_dims` columns
+    of `x` the embedding), its own rows weighted 1 and the others `other_buckets_weight`, or all alike when the
+    bucket has fewer than MIN_LABELS rows (the all-bucket fallback). Its held-out Spearman (and p-value) compares
+    out-of-fold predictions with the labels of the rows it is judged on (its own, or all for the fallback); then the
+    head is refit on every row."""
     own = groups == bucket
     fallback = int(own.sum()) < MIN_LABELS
     weights = np.ones(len(labels)) if fallback else np.where(own, 1.0, config.other_buckets_weight)
@@ -117,12 +142,12 @@ def train_head(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, bucket: st
         held, train = judged & (fold == k), (fold != k) & (weights > 0)
         if held.any() and (train & judged).sum() >= 3:
             # targets re-ranked within the training folds, as the final head's are within all rows
-            head = fit(x[train], ranks_within(labels[train], groups[train]), config, weights[train])
+            head = fit(x[train], ranks_within(labels[train], groups[train]), config, weights[train], embedding_dims)
             predicted[held] = predict(head, x[held])
     ok = ~np.isnan(predicted[judged])
     rho, p_value = spearman(predicted[judged], labels[judged]) if ok.all() else (float("nan"), float("nan"))
     used = weights > 0
-    head = fit(x[used], ranks_within(labels[used], groups[used]), config, weights[used])
+    head = fit(x[used], ranks_within(labels[used], groups[used]), config, weights[used], embedding_dims)
     return TrainedHead(head, int(judged.sum()), rho, p_value, fallback)
 
 
@@ -132,7 +157,9 @@ def to_bytes(head: Head) -> bytes:
 
 def from_bytes(data: bytes) -> Head:
     state = load(data)
-    inputs, hidden = state["net.0.weight"].shape[1], state["net.0.weight"].shape[0]
-    head = Head(inputs, hidden)
+    state.setdefault("embedding_mean", torch.zeros(0))  # heads written before the projection: raw inputs
+    state.setdefault("projection", torch.zeros(0, 0))
+    (hidden, reduced), (embedding_dims, components) = state["net.0.weight"].shape, state["projection"].shape
+    head = Head(reduced - components + embedding_dims, hidden, embedding_dims, components)
     head.load_state_dict(state)
     return head.eval()

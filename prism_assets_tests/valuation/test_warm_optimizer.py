@@ -4,6 +4,7 @@
 import copy
 
 import numpy as np
+import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -56,3 +57,22 @@ def test_training_continues_the_warm_up_optimizer_and_leaves_its_state_as_it_was
     for key, value in saved["state"].items():
         for name, tensor in value.items():
             torch.testing.assert_close(warmed.optimizer_state["state"][key][name], tensor)
+
+
+def test_the_held_out_step_is_a_labels_clipped_preconditioned_descent_on_the_slice():
+    student = tiny_model()
+    evaluation = collate([c.example for c in candidates(3, 3)])
+    heldout = HeldOut(evaluation, torch.log_softmax(3 * torch.randn(evaluation.positions.numel(), VOCAB), -1))
+    preconditioner = [torch.rand_like(p) + 0.5 for p in student.parameters()]
+    config = progress.ProgressConfig(step_size=1e-3, updates=2)
+    weights = [p.detach().clone() for p in student.parameters()]
+    step = progress.heldout_step(student, heldout, preconditioner, config)
+    assert all(torch.equal(p, w) for p, w in zip(student.parameters(), weights))  # it only reads the student
+    # undo the preconditioner and the step size: what is left is the gradient clipped to norm 1, as the labels clip
+    clipped = [s / (-config.step_size * config.updates * scale) for s, scale in zip(step, preconditioner)]
+    assert float(torch.nn.utils.get_total_norm(clipped)) == pytest.approx(1.0, rel=1e-4)
+    before = heldout.kl(student)
+    with torch.no_grad():
+        for parameter, change in zip(student.parameters(), step):
+            parameter.add_(change)
+    assert heldout.kl(student) < before  # downhill for the slice

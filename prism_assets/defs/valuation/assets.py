@@ -76,6 +76,10 @@ class HeadsConfig(dg.Config):
     other_buckets_weight: float = Field(
         default=0.25, description="Weight of the other buckets' labels in a bucket's fit (0: its own labels only)"
     )
+    embedding_components: int = Field(
+        default=0, description="Principal components of the prompt embedding a head reads, fitted on its training "
+        "rows (0: every raw dimension; on the demo's 640 labels, 8-32 components ranked worse and 64 the same)"
+    )
     seed: int = Field(default=0, description="Initialization and hold-out seed")
 
 
