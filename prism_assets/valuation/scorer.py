@@ -9,10 +9,10 @@ The embedding enters raw by default; `embedding_components` > 0 reads its top pr
 rows instead (for few labels and a wide embedder: on the demo's 640 round-1 labels and 384-dim MiniLM, 8–32
 components ranked worse than the raw dimensions and 64 the same, see docs/benchmarks.md). Inputs are standardized
 with the training rows' mean and spread; the projection and the standardization are stored with the weights, so a
-head scores raw inputs. The head's held-out
-Spearman correlation with the labels is measured out of fold (k folds: every label is predicted by a head that did
-not see it), with its one-sided p-value, so a consumer can tell a head that ranks from one that fits noise; the
-head is then refit on every row. A bucket with too few labels gets a head trained on every bucket's labels alike.
+head scores raw inputs. The head's held-out Spearman correlation with the labels is measured out of fold (k folds:
+every label is predicted by a head that did not see it), with its one-sided p-value, so a consumer can tell a head
+that ranks from one that fits noise; the head is then refit on every row. A bucket with too few labels gets a head
+trained on every bucket's labels alike.
 """
 
 from __future__ import annotations
