@@ -13,7 +13,9 @@ sampled with a sharper utility temperature) and `--oracle` (the labelled prompts
 random measured LP labels: the ceiling a perfect scorer could reach; and the top labelled prompts of each skill
 bucket in the uniform stream's bucket mix: that ceiling under the quotas). `--skill-mix learning_progress` samples
 the scored stream under skill targets tuned from the round's LP labels (within mixture.yaml's ranges);
-`--uniform-in-lp-mix` also trains on the uniform stream under those targets (the mix alone).
+`--uniform-in-lp-mix` also trains on the uniform stream under those targets (the mix alone). `--unlabelled-only`
+leaves the round's labelled prompts out of every stream: a head refitted on every label reproduces the order of
+the labels it was fitted on, so this isolates what the heads predict for prompts they never saw labelled.
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ def main() -> None:
     parser.add_argument("--fresh-optimizer", action="store_true",
                         help="each warm-started student gets a fresh AdamW instead of the warm-up's (as before "
                         "2026-12-02)")
+    parser.add_argument("--unlabelled-only", action="store_true",
+                        help="every stream leaves out the round's labelled prompts (the heads rank those by their "
+                        "own labels), so the scored stream measures the heads' predictions alone")
     parser.add_argument("--output", help="also write every curve as JSON here")
     parser.add_argument("--store", action="store_true", help="also write the curves to valuation_proof")
     args = parser.parse_args()
@@ -91,10 +96,13 @@ def main() -> None:
                                max_prompt_tokens=args.max_prompt_tokens,
                                warm_start=not args.cold_start, carry_optimizer=not args.fresh_optimizer,
                                skill_mix=args.skill_mix,
-                               difficulty_source=args.difficulty_source, heldout_weighting=args.heldout_weighting)
-    count = config.steps * config.batch_size
+                               difficulty_source=args.difficulty_source, heldout_weighting=args.heldout_weighting,
+                               unlabelled_only=args.unlabelled_only)
+    if args.unlabelled_only and args.oracle is not None:
+        parser.error("--oracle trains on labelled prompts: drop it or --unlabelled-only")
+    count, exclude = config.steps * config.batch_size, proof.excluded(store, args.round, config)
     extra = {(f"scored_tau{tau:g}", seed): proof.stream(store, args.round, seed, count, replace(config, tau=tau),
-                                                        config.skill_mix)
+                                                        config.skill_mix, exclude=exclude)
              for tau in args.extra_tau for seed in config.seeds}
     if args.uniform_in_lp_mix:
         extra |= proof.lp_mix_streams(store, args.round, config)

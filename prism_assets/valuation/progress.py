@@ -32,7 +32,10 @@ from prism_assets.distill.train import HeldOut, position_logits
 class ProgressConfig:
     updates: int = 2  # k mini-updates per candidate batch
     learning_rate: float = 1e-4  # AdamW of the warm-up
-    step_size: float = 1e-5  # of the labels' preconditioned mini-updates (1e-4 overshoots on SmolLM2's student)
+    # of the labels' preconditioned mini-updates: 1e-6 keeps them in the linear regime, where a label is the
+    # prompt's first-order share of a many-prompt run (docs/benchmarks.md: better heads, a faster scored stream
+    # than 1e-5's; 1e-4 overshoots on SmolLM2's student)
+    step_size: float = 1e-6
     batch_prompts: int = 1  # prompts per candidate batch (1 = a label per prompt)
     max_new_tokens: int = 32  # the teacher's answer that the updates train on
 

@@ -42,6 +42,7 @@ from prism_assets.core.contracts import VALUATION_PROOF
 from prism_assets.core.mixture import load_mixture
 from prism_assets.core.storage import Lakehouse
 from prism_assets.curation.sampling import manifest
+from prism_assets.curation.sampling.sampler import DEFAULT_TAU
 from prism_assets.distill.loader import batches
 from prism_assets.distill.train import DistillConfig, HeldOut, held_out, train
 from prism_assets.valuation import progress
@@ -63,7 +64,7 @@ class ProofConfig:
     heldout_tokens: int = 24
     max_new_tokens: int = 32  # of the teacher's answers the students train on
     token_budget: int = 2_000_000  # of the rebuilt manifests
-    tau: float = 2.0  # of the rebuilt manifests: sampling_weight = exp(tau * utility), as sampling_manifest's config
+    tau: float = DEFAULT_TAU  # of the rebuilt manifests: sampling_weight = exp(tau * utility), as sampling_manifest's
     max_prompt_tokens: int = 256  # longer prompts are skipped in both streams alike (CPU steps stay short)
     # Both students start from the round's labelling student (round r follows the warm-up its labels were measured
     # after, spec §9.2); False: from the fresh pruned student.
@@ -81,6 +82,10 @@ class ProofConfig:
     # mix, stratified evenly across buckets) or "mixture" (each bucket as mixture.yaml's targets spend the uniform
     # stream's tokens), so a stream that moves tokens to a bucket is not rewarded for the slice over-weighing it.
     heldout_weighting: str = "tokens"
+    # Both streams leave out the round's labelled prompts: a head is refitted on every label, so it ranks the
+    # prompts it was fitted on by their own labels, and a stream of unlabelled prompts measures what the heads
+    # predict (at the assets' 2% calibration share nearly every prompt is unlabelled anyway).
+    unlabelled_only: bool = False
 
 
 def short_prompts(store: Lakehouse, ids: pa.Array | pa.ChunkedArray, max_prompt_tokens: int) -> set[str]:
@@ -90,24 +95,35 @@ def short_prompts(store: Lakehouse, ids: pa.Array | pa.ChunkedArray, max_prompt_
                .column("id").to_pylist())
 
 
+def labelled(store: Lakehouse, round_: int) -> set[str]:
+    """The prompts round `round_`'s LP labels measured."""
+    return set(store.read_table("lp_labels", ["prompt_id"], pc.field("round") == round_).column("prompt_id")
+               .to_pylist())
+
+
 def stream(store: Lakehouse, round_: int, seed: int, count: int, config: ProofConfig,
-           skill_mix: str = "mixture", mix_round: int | None = None) -> list[str]:
+           skill_mix: str = "mixture", mix_round: int | None = None, exclude: set[str] = frozenset()) -> list[str]:
     """The first `count` prompt ids of the P1 stream of `round_` rebuilt with `seed`, under `skill_mix` (tuned from
-    the LP labels of `mix_round`, by default `round_`'s)."""
+    the LP labels of `mix_round`, by default `round_`'s), leaving out `exclude`."""
     plan = manifest.plan_for(store, config.token_budget, tau=config.tau, seed=seed, skill_mix=skill_mix,
                              round_=round_ if mix_round is None else mix_round,
                              difficulty_source=config.difficulty_source)
     rows = manifest.build(store, plan, "P1", round_).manifest.sort_by("stream_order")
-    short = short_prompts(store, rows.column("prompt_id"), config.max_prompt_tokens)
+    short = short_prompts(store, rows.column("prompt_id"), config.max_prompt_tokens) - exclude
     return [i for i in rows.column("prompt_id").to_pylist() if i in short][:count]
+
+
+def excluded(store: Lakehouse, round_: int, config: ProofConfig) -> set[str]:
+    """What every stream of round `round_`'s proof leaves out: its labelled prompts with `unlabelled_only`."""
+    return labelled(store, round_) if config.unlabelled_only else set()
 
 
 def proof_streams(store: Lakehouse, round_: int, config: ProofConfig) -> dict[tuple[str, int], list[str]]:
     """(stream, seed) → prompt ids: the uniform round-0 and the scored round-r P1 streams of every seed."""
     if round_ < 1:
         raise ValueError("the proof compares a scored round (≥ 1) with the uniform round 0")
-    count = config.steps * config.batch_size
-    streams = {(name, seed): stream(store, r, seed, count, config, mix)
+    count, exclude = config.steps * config.batch_size, excluded(store, round_, config)
+    streams = {(name, seed): stream(store, r, seed, count, config, mix, exclude=exclude)
                for seed in config.seeds for name, r, mix in zip(STREAMS, (0, round_), ("mixture", config.skill_mix))}
     empty = sorted({f"round {0 if name == 'uniform' else round_} (seed {seed})" for (name, seed), ids in
                     streams.items() if not ids})
@@ -153,8 +169,8 @@ def oracle_streams(store: Lakehouse, round_: int, config: ProofConfig) -> dict[t
 def lp_mix_streams(store: Lakehouse, round_: int, config: ProofConfig) -> dict[tuple[str, int], list[str]]:
     """The uniform round-0 stream of every seed under the skill targets tuned from round `round_`'s LP labels: what
     the mix alone does, without the heads (`uniform_lp_mix`)."""
-    count = config.steps * config.batch_size
-    return {("uniform_lp_mix", seed): stream(store, 0, seed, count, config, "learning_progress", round_)
+    count, exclude = config.steps * config.batch_size, excluded(store, round_, config)
+    return {("uniform_lp_mix", seed): stream(store, 0, seed, count, config, "learning_progress", round_, exclude)
             for seed in config.seeds}
 
 

@@ -114,6 +114,7 @@ class TrainedHead:
     heldout_spearman: float  # of out-of-fold predictions with the labels
     heldout_p_value: float  # one-sided: the chance of a rho this high from a head that ranks at random
     fallback: bool  # trained on every bucket's labels (too few of its own)
+    out_of_fold: np.ndarray  # each judged row's prediction by a head that did not see its label (NaN elsewhere)
 
 
 def ranks_within(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -148,7 +149,7 @@ def train_head(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, bucket: st
     rho, p_value = spearman(predicted[judged], labels[judged]) if ok.all() else (float("nan"), float("nan"))
     used = weights > 0
     head = fit(x[used], ranks_within(labels[used], groups[used]), config, weights[used], embedding_dims)
-    return TrainedHead(head, int(judged.sum()), rho, p_value, fallback)
+    return TrainedHead(head, int(judged.sum()), rho, p_value, fallback, predicted)
 
 
 def to_bytes(head: Head) -> bytes:

@@ -148,6 +148,18 @@ def test_the_oracle_streams_rank_labelled_prompts_by_their_measured_progress(sam
         assert sorted(chosen) == sorted(by_bucket[b])[len(by_bucket[b]) - len(chosen):]
 
 
+def test_the_proof_can_leave_the_labelled_prompts_out_of_both_streams(sampled):
+    from prism_assets.valuation import proof
+
+    labelled = {p for (p,) in query(sampled, "SELECT prompt_id FROM lp_labels WHERE round = 1")}
+    config = proof.ProofConfig(seeds=(0,), steps=10_000, batch_size=1)  # each stream whole
+    everyone = proof.proof_streams(sampled, 1, config)
+    unlabelled = proof.proof_streams(sampled, 1, replace(config, unlabelled_only=True))
+    for key, ids in everyone.items():
+        assert set(ids) & labelled  # the labelled prompts are candidates of both rounds' streams
+        assert unlabelled[key] == [p for p in ids if p not in labelled]  # the same order, the labelled ones skipped
+
+
 def test_the_proof_can_sample_under_the_skill_mix_the_labels_tune(sampled, tmp_path):
     import shutil
 

@@ -186,9 +186,9 @@ def rebuild(lakehouse: Lakehouse, run_id: str) -> tuple[ManifestBuild, dict]:
     return build(lakehouse, plan, record["phase"], record["round"], versions), record
 
 
-def plan_for(lakehouse: Lakehouse, token_budget: int | None = None, tau: float = 2.0, epsilon: float | None = None,
-             max_epochs: int = 4, seed: int = 0, difficulty_curriculum: bool = True, skill_mix: str = "mixture",
-             round_: int = 0, difficulty_source: str = "prompt_length") -> SamplingPlan:
+def plan_for(lakehouse: Lakehouse, token_budget: int | None = None, tau: float = sampling.DEFAULT_TAU,
+             epsilon: float | None = None, max_epochs: int = 4, seed: int = 0, difficulty_curriculum: bool = True,
+             skill_mix: str = "mixture", round_: int = 0, difficulty_source: str = "prompt_length") -> SamplingPlan:
     """The plan of mixture.yaml with overrides; epsilon defaults to the caps' reserved tail share. `skill_mix`:
     "mixture" keeps mixture.yaml's skill targets, "learning_progress" tunes them within their ranges from round
     `round_`'s LP labels (`skill_mix.py`); the plan's notes record the medians and the lp_labels version.

@@ -25,7 +25,9 @@ class ManifestConfig(dg.Config):
     token_budget: int | None = Field(
         default=None, description="Tokens over all four phases; empty = mixture.yaml (750M)"
     )
-    tau: float = Field(default=2.0, description="Utility temperature: sampling_weight = exp(tau * utility_score)")
+    tau: float = Field(
+        default=sampling.DEFAULT_TAU, description="Utility temperature: sampling_weight = exp(tau * utility_score)"
+    )
     epsilon: float | None = Field(
         default=None, description="Diversity-tail share per cell; empty = the caps' tail_reserve_share"
     )

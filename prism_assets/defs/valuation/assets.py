@@ -18,6 +18,7 @@ from prism_assets.core.contracts import (
     VALUATION_PROOF,
 )
 from prism_assets.core.report import figure_axis, figure_markdown, markdown_table
+from prism_assets.curation.sampling.sampler import DEFAULT_TAU
 from prism_assets.defs.metadata import asset_attributes, table_metadata
 from prism_assets.defs.partitions import Partitions
 from prism_assets.defs.resources import LakehouseResource, TeacherResource, config_values
@@ -56,8 +57,9 @@ class LabelsConfig(dg.Config):
     heldout_tokens: int = Field(default=24, description="Teacher answer tokens per held-out prompt")
     updates: int = Field(default=2, description="k: mini-updates per candidate batch")
     learning_rate: float = Field(default=1e-4, description="AdamW learning rate of the student's warm-up")
-    step_size: float = Field(default=1e-5, description="Step size of each label's mini-updates, preconditioned by "
-                             "the warm-up's AdamW second moments")
+    step_size: float = Field(default=1e-6, description="Step size of each label's mini-updates, preconditioned by "
+                             "the warm-up's AdamW second moments (small enough that a label is the prompt's "
+                             "first-order share of a many-prompt run)")
     batch_prompts: int = Field(default=1, description="Prompts per candidate batch (1 = a label per prompt)")
     max_new_tokens: int = Field(default=32, description="Tokens of the teacher answer the updates train on")
     seed: int = Field(default=0, description="Seed of the subset, the answers and the warm-up")
@@ -101,7 +103,9 @@ class ProofRunConfig(dg.Config):
     heldout_tokens: int = Field(default=24, description="Teacher answer tokens per held-out prompt")
     max_new_tokens: int = Field(default=32, description="Tokens of the teacher's answer each training prompt gets")
     token_budget: int = Field(default=2_000_000, description="Token budget of the rebuilt manifests")
-    tau: float = Field(default=2.0, description="Utility temperature of the rebuilt manifests (as sampling_manifest)")
+    tau: float = Field(
+        default=DEFAULT_TAU, description="Utility temperature of the rebuilt manifests (as sampling_manifest)"
+    )
     max_prompt_tokens: int = Field(default=256, description="Longer prompts are skipped in both streams alike")
     warm_start: bool = Field(
         default=True,
@@ -125,6 +129,11 @@ class ProofRunConfig(dg.Config):
         default="tokens",
         description="How the held-out KL weighs the slice's skill buckets: every response token alike (the slice "
         "holds as many prompts of each), or each bucket as mixture.yaml's targets spend the uniform stream's tokens",
+    )
+    unlabelled_only: bool = Field(
+        default=False,
+        description="Both streams leave out the round's labelled prompts, so the scored stream measures the heads' "
+        "predictions alone (a head refitted on every label ranks those prompts by their own labels)",
     )
 
 
