@@ -31,6 +31,7 @@ import copy
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -101,8 +102,8 @@ def labelled(store: Lakehouse, round_: int) -> set[str]:
                .to_pylist())
 
 
-def stream(store: Lakehouse, round_: int, seed: int, count: int, config: ProofConfig,
-           skill_mix: str = "mixture", mix_round: int | None = None, exclude: set[str] = frozenset()) -> list[str]:
+def stream(store: Lakehouse, round_: int, seed: int, count: int, config: ProofConfig, skill_mix: str = "mixture",
+           mix_round: int | None = None, exclude: AbstractSet[str] = frozenset()) -> list[str]:
     """The first `count` prompt ids of the P1 stream of `round_` rebuilt with `seed`, under `skill_mix` (tuned from
     the LP labels of `mix_round`, by default `round_`'s), leaving out `exclude`."""
     plan = manifest.plan_for(store, config.token_budget, tau=config.tau, seed=seed, skill_mix=skill_mix,
