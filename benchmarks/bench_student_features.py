@@ -1,9 +1,9 @@
 """Do the round's student features help the scorer heads? Label a round at scale on a copy of a lakehouse (the
 `lp_labels` run's code: warm-up, student_features over every candidate, LP labels), then compare the heads'
 out-of-fold Spearman with the labels with and without the student columns, per bucket, over several fold seeds,
-for each number of the embedding's principal components the heads read (`--embedding-components`, 0: raw), and
-how the heads' out-of-fold predictions rank when blended with the held-out step gain (`--gain-blend W`: the mean
-of the two percentile ranks within the bucket, the gain's weighted W).
+for each number of the embedding's principal components the heads read (`--embedding-components`, 0: raw), with
+the heads blended with the held-out step gain as `scorer_weights` blends them (`--gain-weights`: the weights each
+bucket chooses from, nested in the folds; 0 alone: the heads alone).
 
     python benchmarks/bench_student_features.py --lakehouse lakehouse --work /tmp/student-bench \
         --calibration-share 0.35 --max-prompts 640 [--calibration-allocation pool] [--step-size 1e-6]
@@ -42,17 +42,8 @@ def label(source: str, work: str, round_: int, config: rounds.LabelConfig,
     store.replace_partition("lp_labels", LP_LABELS, lambda: [labels], "round", round_)
 
 
-def blend(trained: list[scorer.TrainedHead], gain: np.ndarray, values: np.ndarray, judged: np.ndarray,
-          weight: float) -> float:
-    """Mean over fold seeds of the Spearman with the labels of the judged rows' out-of-fold predictions and gain,
-    ranked within those rows and averaged with the gain's rank weighted `weight`."""
-    gain_rank = scorer.percentile_ranks(gain[judged])
-    return float(np.mean([scorer.spearman(scorer.percentile_ranks(t.out_of_fold[judged]) + weight * gain_rank,
-                                          values[judged])[0] for t in trained]))
-
-
 def compare(work: str, round_: int, fold_seeds: list[int], embedding_components: list[int],
-            gain_blend: list[float]) -> None:
+            gain_weights: tuple[float, ...]) -> None:
     store = Lakehouse(work)
     labels = store.read_table("lp_labels", None, pc.field("round") == round_)
     values = labels.column("lp_value").to_numpy()
@@ -67,20 +58,20 @@ def compare(work: str, round_: int, fold_seeds: list[int], embedding_components:
           f"Spearman(-log prompt tokens, label) {scorer.spearman(-log_length, values)[0]:+.3f}")
     embedding_dims = prompt_end - len(features.NUMERIC)
     for components in embedding_components:
-        for name, columns in (("embedding + prompt features", slice(0, prompt_end)),
-                              ("embedding + prompt + student features", slice(None))):
-            config = [scorer.ScorerConfig(seed=seed, embedding_components=components) for seed in fold_seeds]
-            trained = {b: [scorer.train_head(x[:, columns], values, buckets, b, c, embedding_dims) for c in config]
+        for name, student in (("embedding + prompt features", False), ("embedding + prompt + student features", True)):
+            inputs = x if student else x[:, :prompt_end]
+            config = [scorer.ScorerConfig(seed=seed, embedding_components=components, gain_weights=gain_weights)
+                      for seed in fold_seeds]
+            trained = {b: [scorer.train_head(inputs, values, buckets, b, c, embedding_dims, gain) for c in config]
                        for b in SKILL_BUCKETS}
-            rho = {b: np.mean([t.heldout_spearman for t in heads]) for b, heads in trained.items()}
-            print(f"heads, {components or 'raw'} embedding components, {name}: "
-                  + " ".join(f"{b} {r:+.2f}" for b, r in rho.items()) + f"  mean {np.mean(list(rho.values())):+.3f}",
-                  flush=True)
-            for weight in gain_blend if columns == slice(0, prompt_end) else ():
-                rho = {b: blend(heads, gain, values, buckets == b, weight) for b, heads in trained.items()}
-                print(f"  blended with the held-out step gain's rank, weight {weight:g}: "
+            for what, field in (("heads alone", "head_spearman"), ("blended with the gain", "heldout_spearman")):
+                rho = {b: np.mean([getattr(t, field) for t in heads]) for b, heads in trained.items()}
+                print(f"{what}, {components or 'raw'} embedding components, {name}: "
                       + " ".join(f"{b} {r:+.2f}" for b, r in rho.items())
                       + f"  mean {np.mean(list(rho.values())):+.3f}", flush=True)
+            print("  gain weights chosen per fold seed: "
+                  + " ".join(f"{b} {','.join(f'{t.gain_weight:g}' for t in heads)}" for b, heads in trained.items()),
+                  flush=True)
 
 
 def main() -> None:
@@ -98,9 +89,9 @@ def main() -> None:
     parser.add_argument("--fold-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--embedding-components", type=int, nargs="+",
                         default=[scorer.ScorerConfig.embedding_components])
-    parser.add_argument("--gain-blend", type=float, nargs="*", default=[],
-                        help="also rank each bucket's out-of-fold head predictions blended with the held-out step "
-                        "gain at these weights of the gain's rank (1: the mean of the two ranks)")
+    parser.add_argument("--gain-weights", type=float, nargs="+", default=list(scorer.ScorerConfig.gain_weights),
+                        help="weights of the held-out step gain's rank each bucket's blend chooses from (0: the heads "
+                        "alone)")
     parser.add_argument("--reuse", action="store_true", help="compare on the labels already in --work")
     args = parser.parse_args()
     if not args.reuse:
@@ -108,7 +99,7 @@ def main() -> None:
               rounds.LabelConfig(calibration_share=args.calibration_share, max_prompts=args.max_prompts,
                                  calibration_allocation=args.calibration_allocation),
               progress.ProgressConfig(step_size=args.step_size))
-    compare(args.work, args.round, args.fold_seeds, args.embedding_components, args.gain_blend)
+    compare(args.work, args.round, args.fold_seeds, args.embedding_components, tuple(args.gain_weights))
 
 
 if __name__ == "__main__":

@@ -347,8 +347,10 @@ SCORER_WEIGHTS = pa.schema([
     ("skill_bucket", pa.string()),
     ("weights", pa.binary()),  # safetensors of the head (MLP + input standardization)
     ("training_rows", pa.int64()),  # the bucket's own labels (every label for an all-bucket head)
-    ("heldout_spearman", pa.float64()),  # out-of-fold predictions vs LP labels (NaN: too few labels)
+    ("heldout_spearman", pa.float64()),  # out-of-fold scores vs LP labels (NaN: too few labels)
     ("heldout_p_value", pa.float64()),  # one-sided p of that Spearman; prompt_utility uses a head only below a bound
+    ("head_spearman", pa.float64()),  # the out-of-fold predictions alone, before the blend with the gain
+    ("gain_weight", pa.float64()),  # the held-out step gain rank's weight in the blend (0: the head alone)
     ("fallback_all_buckets", pa.bool_()),  # too few labels in the bucket: the head of every bucket's labels
     ("inputs", pa.int32()),
     ("feature_names", pa.list_(pa.string())),  # after the embedding dimensions

@@ -96,12 +96,6 @@ def short_prompts(store: Lakehouse, ids: pa.Array | pa.ChunkedArray, max_prompt_
                .column("id").to_pylist())
 
 
-def labelled(store: Lakehouse, round_: int) -> set[str]:
-    """The prompts round `round_`'s LP labels measured."""
-    return set(store.read_table("lp_labels", ["prompt_id"], pc.field("round") == round_).column("prompt_id")
-               .to_pylist())
-
-
 def stream(store: Lakehouse, round_: int, seed: int, count: int, config: ProofConfig, skill_mix: str = "mixture",
            mix_round: int | None = None, exclude: AbstractSet[str] = frozenset()) -> list[str]:
     """The first `count` prompt ids of the P1 stream of `round_` rebuilt with `seed`, under `skill_mix` (tuned from
@@ -116,7 +110,10 @@ def stream(store: Lakehouse, round_: int, seed: int, count: int, config: ProofCo
 
 def excluded(store: Lakehouse, round_: int, config: ProofConfig) -> set[str]:
     """What every stream of round `round_`'s proof leaves out: its labelled prompts with `unlabelled_only`."""
-    return labelled(store, round_) if config.unlabelled_only else set()
+    if not config.unlabelled_only:
+        return set()
+    return set(store.read_table("lp_labels", ["prompt_id"], pc.field("round") == round_).column("prompt_id")
+               .to_pylist())
 
 
 def proof_streams(store: Lakehouse, round_: int, config: ProofConfig) -> dict[tuple[str, int], list[str]]:

@@ -79,11 +79,16 @@ def report(lakehouse: Lakehouse, round_: int) -> str:
                              else "  student KL on the teacher's reasoning vs its answer: no captured response of "
                              "this teacher has an analysis span")
         if "scorer_weights" in tables:
+            # heads written before the blend with the held-out step gain: the head alone
+            blended = "gain_weight" in lakehouse.table("scorer_weights").schema().to_arrow().names
             heads = con.execute("SELECT skill_bucket, training_rows, heldout_spearman, heldout_p_value, "
-                                "fallback_all_buckets FROM scorer_weights WHERE round = ? ORDER BY 1",
+                                + ("head_spearman, gain_weight" if blended else "NULL, NULL")
+                                + ", fallback_all_buckets FROM scorer_weights WHERE round = ? ORDER BY 1",
                                 [round_]).fetchall()
-            for skill, rows, rho, p_value, fallback in heads:
+            for skill, rows, rho, p_value, head_rho, gain_weight, fallback in heads:
                 lines.append(f"  head {skill}: {rows} labels, held-out Spearman {rho:+.3f} (p = {p_value:.3g})"
+                             + (f"; blended with the held-out step gain at weight {gain_weight:g} "
+                                f"(the head alone {head_rho:+.3f})" if gain_weight else "")
                              + (" (all-bucket head: too few labels)" if fallback else ""))
             version = con.execute("SELECT any_value(scorer_version) FROM prompt_utility WHERE round = ?",
                                   [round_]).fetchone()[0]

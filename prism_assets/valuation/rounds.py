@@ -332,6 +332,13 @@ def scorer_inputs(store: Lakehouse, ids: pa.Array, round_: int, names: Sequence[
                            features.feature_matrix(pa.table({n: columns[n] for n in names}), names)], 1)
 
 
+def heldout_gain(x: np.ndarray, names: Sequence[str]) -> np.ndarray | None:
+    """The held-out step gain column of scorer inputs whose features are `names` (None: not among them)."""
+    if "student_heldout_gain" not in names:
+        return None
+    return x[:, x.shape[1] - len(names) + list(names).index("student_heldout_gain")]
+
+
 def train_heads(store: Lakehouse, round_: int, config: scorer.ScorerConfig) -> pa.Table:
     """scorer_weights rows of one round: one head per skill bucket (safetensors bytes + metadata)."""
     labels = store.read_table("lp_labels", ["prompt_id", "skill_bucket", "lp_value"], pc.field("round") == round_)
@@ -342,10 +349,12 @@ def train_heads(store: Lakehouse, round_: int, config: scorer.ScorerConfig) -> p
     skills = labels.column("skill_bucket").to_numpy(zero_copy_only=False)
     rows = []
     for skill in SKILL_BUCKETS:
-        trained = scorer.train_head(x, values, skills, skill, config, embedding_dims=x.shape[1] - len(FEATURE_NAMES))
+        trained = scorer.train_head(x, values, skills, skill, config, embedding_dims=x.shape[1] - len(FEATURE_NAMES),
+                                    gain=heldout_gain(x, FEATURE_NAMES))
         rows.append({"round": round_, "skill_bucket": skill, "weights": scorer.to_bytes(trained.head),
                      "training_rows": trained.training_rows, "heldout_spearman": trained.heldout_spearman,
-                     "heldout_p_value": trained.heldout_p_value,
+                     "heldout_p_value": trained.heldout_p_value, "head_spearman": trained.head_spearman,
+                     "gain_weight": trained.gain_weight,
                      "fallback_all_buckets": trained.fallback, "inputs": int(x.shape[1]),
                      "feature_names": list(FEATURE_NAMES), "config_json": json.dumps(asdict(config))})
     return pa.Table.from_pylist(rows, SCORER_WEIGHTS)
@@ -365,27 +374,37 @@ def trusted_heads(heads: pa.Table, max_p_value: float) -> dict[str, bool]:
 
 def utility_table(store: Lakehouse, round_: int, max_p_value: float = 0.05) -> tuple[pa.Table, list[str]]:
     """(prompt_utility rows of one round for every candidate, the skill buckets whose head scored them). A row
-    holds the bucket head's score and a difficulty proxy (the teacher's window entropy as a percentile within the
-    skill bucket). Round 0 is uniform: utility 0. A head whose held-out ranking is not better than chance
-    (p > max_p_value, or NaN) is not used: its bucket gets the neutral utility, i.e. stays uniform within its
-    quotas, rather than sampling by noise."""
+    holds the bucket head's score (blended with the held-out step gain at the head's `gain_weight`: the head's
+    predictions over the bucket's candidates, reordered) and a difficulty proxy (the teacher's window entropy as a
+    percentile within the skill bucket). Round 0 is uniform: utility 0. A head whose held-out ranking is not better
+    than chance (p > max_p_value, or NaN) is not used: its bucket gets the neutral utility, i.e. stays uniform within
+    its quotas, rather than sampling by noise."""
     pool = candidate_pool(store)
     ids = pool.column("id").combine_chunks()
     skills = pool.column("skill_bucket").to_numpy(zero_copy_only=False)
     utility = np.zeros(len(ids), np.float32)
     version, used = "uniform", []
     if round_ > 0:
-        heads = store.read_table("scorer_weights", ["skill_bucket", "weights", "heldout_spearman", "heldout_p_value",
-                                                    "feature_names"], pc.field("round") == round_)
+        heads = store.read_table("scorer_weights", None, pc.field("round") == round_)
         if heads.num_rows == 0:
             raise MissingInput(f"scorer_weights has no heads for round {round_}: materialize it for that round")
         trusted = trusted_heads(heads, max_p_value)
-        x = scorer_inputs(store, ids, round_, heads.column("feature_names")[0].as_py())  # the names it trained on
-        for skill, weights in zip(heads.column("skill_bucket").to_pylist(), heads.column("weights").to_pylist()):
+        names = heads.column("feature_names")[0].as_py()  # the names the heads trained on
+        x = scorer_inputs(store, ids, round_, names)
+        gain = heldout_gain(x, names)
+        # heads written before the blend: the head alone
+        gain_weights = (heads.column("gain_weight").to_pylist() if "gain_weight" in heads.schema.names
+                        else [None] * heads.num_rows)
+        for skill, weights, gain_weight in zip(heads.column("skill_bucket").to_pylist(),
+                                               heads.column("weights").to_pylist(), gain_weights):
             mine = skills == skill
-            if mine.any():
-                utility[mine] = (scorer.predict(scorer.from_bytes(weights), x[mine]) if trusted.get(skill)
-                                 else NEUTRAL_UTILITY)
+            if not mine.any():
+                continue
+            if trusted.get(skill):
+                prediction = scorer.predict(scorer.from_bytes(weights), x[mine])
+                utility[mine] = prediction if gain is None else scorer.blend(prediction, gain[mine], gain_weight or 0.0)
+            else:
+                utility[mine] = NEUTRAL_UTILITY
         used = [s for s in SKILL_BUCKETS if trusted.get(s)]
         version = (f"heads-round-{round_}-v{store.table('scorer_weights').version()}-p{max_p_value:g}"
                    f"-used-{'+'.join(used) or 'none'}")

@@ -79,6 +79,22 @@ def test_rematerializing_heads_and_utility_reproduces_the_round(sampled, tmp_pat
     after = copy.read_table("prompt_utility", filter=pc.field("round") == 1).sort_by("id")
     assert after.column("id").equals(before.column("id"))
     assert np.allclose(after.column("utility_score").to_numpy(), before.column("utility_score").to_numpy())
+    # Each bucket's utility is its head's predictions, reordered by the blend with the gain at the stored weight.
+    from prism_assets.valuation import rounds, scorer
+
+    pool = rounds.candidate_pool(copy)
+    x = rounds.scorer_inputs(copy, pool.column("id").combine_chunks(), 1)
+    utility_of = dict(zip(after.column("id").to_pylist(), after.column("utility_score").to_pylist()))
+    utility = np.array([utility_of[i] for i in pool.column("id").to_pylist()])
+    skills = pool.column("skill_bucket").to_numpy(zero_copy_only=False)
+    heads = copy.read_table("scorer_weights", filter=pc.field("round") == 1)
+    for skill, weights, gain_weight in zip(*(heads.column(c).to_pylist() for c in
+                                             ("skill_bucket", "weights", "gain_weight"))):
+        mine = skills == skill
+        prediction = scorer.predict(scorer.from_bytes(weights), x[mine])
+        assert np.allclose(np.sort(utility[mine]), np.sort(prediction), atol=1e-6)
+        blended = scorer.blend(prediction, rounds.heldout_gain(x, rounds.FEATURE_NAMES)[mine], gain_weight)
+        assert np.allclose(utility[mine], blended, atol=1e-6)
     # A head must rank held-out labels better than chance to be used: at p ≤ 1e-12 none is, every bucket is neutral.
     [strict] = materialize_partitions(["prompt_utility"], ["1"], resources=resources,
                                       run_config={"ops": {"prompt_utility": {"config": {"max_p_value": 1e-12}}}})

@@ -126,6 +126,33 @@ def test_a_head_reads_the_embeddings_principal_components_so_a_feature_is_not_dr
     assert np.allclose(scorer.predict(restored, x), scorer.predict(projected.head, x))
 
 
+def test_the_gain_blend_hands_out_the_heads_own_values_in_the_blends_order():
+    prediction = np.array([0.2, 0.8, 0.5, 0.4], np.float32)
+    gain = np.array([4.0, 1.0, 3.0, 2.0])
+    assert scorer.blend(prediction, gain, 0.0) is prediction
+    blended = scorer.blend(prediction, gain, 4.0)  # the gain's order dominates
+    assert sorted(blended.tolist()) == sorted(prediction.tolist())  # the same spread for the sampler
+    assert np.argsort(blended).tolist() == np.argsort(gain).tolist()
+
+
+def test_a_head_blends_in_a_gain_that_ranks_and_leaves_out_one_that_does_not():
+    """The gain carries a part of the label the head cannot see; a backward gain is refused. The stored Spearman is
+    nested: on noise, choosing the weight does not make a head look significant."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(160, 12)).astype(np.float32)
+    hidden = rng.normal(size=160)
+    labels = x[:, 0] + hidden + 0.3 * rng.normal(size=160)
+    groups = np.full(160, "B1")
+    helpful = scorer.train_head(x, labels, groups, "B1", scorer.ScorerConfig(), gain=hidden)
+    assert helpful.gain_weight > 0 and helpful.heldout_spearman > helpful.head_spearman + 0.15
+    backward = scorer.train_head(x, labels, groups, "B1", scorer.ScorerConfig(), gain=-hidden)
+    assert backward.gain_weight == 0 and backward.heldout_spearman == pytest.approx(backward.head_spearman)
+    alone = scorer.train_head(x, labels, groups, "B1", scorer.ScorerConfig(gain_weights=(0.0,)), gain=hidden)
+    assert alone.gain_weight == 0 and alone.heldout_spearman == pytest.approx(helpful.head_spearman)
+    noise = scorer.train_head(x, rng.normal(size=160), groups, "B1", scorer.ScorerConfig(), gain=rng.normal(size=160))
+    assert noise.heldout_p_value > 0.05
+
+
 def test_a_head_stored_before_the_projection_still_loads():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(40, 12)).astype(np.float32)

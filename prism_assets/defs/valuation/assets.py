@@ -82,6 +82,12 @@ class HeadsConfig(dg.Config):
         default=0, description="Principal components of the prompt embedding a head reads, fitted on its training "
         "rows (0: every raw dimension; on the demo's 640 labels, 8-32 components ranked worse and 64 the same)"
     )
+    gain_weights: list[float] = Field(
+        default=list(scorer.ScorerConfig.gain_weights),
+        description="Weights of the held-out step gain's rank blended with a head's predictions; each bucket takes "
+        "the one whose out-of-fold Spearman is best (nested in the folds, so the stored Spearman stays honest). "
+        "[0]: the heads alone",
+    )
     seed: int = Field(default=0, description="Initialization and hold-out seed")
 
 
@@ -318,9 +324,10 @@ def build(parts: Partitions) -> list:
         ],
         **asset_attributes("scorer_weights", STAGE),
         description="One MLP head per skill bucket over embedding + features → utility_score in [0, 1], "
-        "trained on the round's LP labels (percentile ranks; other buckets' labels down-weighted); safetensors "
-        "weights with training rows and the out-of-fold Spearman with the labels and its p-value. A bucket with too "
-        "few labels uses the all-bucket head.",
+        "trained on the round's LP labels (percentile ranks; other buckets' labels down-weighted), blended with "
+        "the held-out step gain at a weight chosen per bucket; safetensors weights with training rows and the "
+        "out-of-fold Spearman with the labels (nested: the weight chosen within the folds) and its p-value. A bucket "
+        "with too few labels uses the all-bucket head.",
     )
     def scorer_weights(
         context: dg.AssetExecutionContext, config: HeadsConfig, lakehouse: LakehouseResource
@@ -330,17 +337,19 @@ def build(parts: Partitions) -> list:
         table = SCORER_WEIGHTS.empty_table()
         if round_ > 0:
             try:
+                values = config_values(config, scorer.ScorerConfig)
                 table = rounds.train_heads(
-                    store, round_, scorer.ScorerConfig(**config_values(config, scorer.ScorerConfig))
+                    store, round_, scorer.ScorerConfig(**{**values, "gain_weights": tuple(config.gain_weights)})
                 )
             except rounds.MissingInput as err:
                 raise dg.Failure(description=str(err)) from err
         commit = store.replace_partition("scorer_weights", SCORER_WEIGHTS, lambda: [table], "round", round_)
         rows = [
             [r["skill_bucket"], r["training_rows"], f"{r['heldout_spearman']:.3f}", f"{r['heldout_p_value']:.3g}",
-             r["fallback_all_buckets"]]
+             f"{r['head_spearman']:.3f}", f"{r['gain_weight']:g}", r["fallback_all_buckets"]]
             for r in table.select(
-                ["skill_bucket", "training_rows", "heldout_spearman", "heldout_p_value", "fallback_all_buckets"]
+                ["skill_bucket", "training_rows", "heldout_spearman", "heldout_p_value", "head_spearman",
+                 "gain_weight", "fallback_all_buckets"]
             ).to_pylist()
         ]
         spearman = table.column("heldout_spearman").to_numpy()
@@ -354,7 +363,8 @@ def build(parts: Partitions) -> list:
                 if len(spearman) and not np.isnan(spearman).all()
                 else float("nan"),
                 heads=dg.MetadataValue.md(
-                    markdown_table(["bucket", "labels", "held-out Spearman", "p-value", "all-bucket head"], rows)
+                    markdown_table(["bucket", "labels", "held-out Spearman", "p-value", "head alone", "gain weight",
+                                    "all-bucket head"], rows)
                     if rows
                     else "round 0: no heads (uniform)"
                 ),
@@ -373,8 +383,9 @@ def build(parts: Partitions) -> list:
             ),
         ],
         **asset_attributes("prompt_utility", STAGE),
-        description="utility_score of every candidate prompt for a round (its bucket's head, when that head ranks "
-        "held-out labels better than chance; otherwise neutral) and a difficulty proxy (teacher window entropy, "
+        description="utility_score of every candidate prompt for a round (its bucket's head blended with the "
+        "held-out step gain at the head's gain_weight, when it ranks held-out labels better than chance; otherwise "
+        "neutral) and a difficulty proxy (teacher window entropy, "
         "percentile within the bucket): what sampling_manifest round r samples by. Round 0: utility 0 (uniform "
         "within quotas).",
     )
