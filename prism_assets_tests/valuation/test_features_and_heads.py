@@ -143,13 +143,14 @@ def test_a_head_blends_in_a_gain_that_ranks_and_leaves_out_one_that_does_not():
     hidden = rng.normal(size=160)
     labels = x[:, 0] + hidden + 0.3 * rng.normal(size=160)
     groups = np.full(160, "B1")
-    helpful = scorer.train_head(x, labels, groups, "B1", scorer.ScorerConfig(), gain=hidden)
+    blending = scorer.ScorerConfig(gain_weights=(0.0, 0.5, 1.0, 2.0))
+    helpful = scorer.train_head(x, labels, groups, "B1", blending, gain=hidden)
     assert helpful.gain_weight > 0 and helpful.heldout_spearman > helpful.head_spearman + 0.15
-    backward = scorer.train_head(x, labels, groups, "B1", scorer.ScorerConfig(), gain=-hidden)
+    backward = scorer.train_head(x, labels, groups, "B1", blending, gain=-hidden)
     assert backward.gain_weight == 0 and backward.heldout_spearman == pytest.approx(backward.head_spearman)
-    alone = scorer.train_head(x, labels, groups, "B1", scorer.ScorerConfig(gain_weights=(0.0,)), gain=hidden)
+    alone = scorer.train_head(x, labels, groups, "B1", scorer.ScorerConfig(), gain=hidden)  # the default
     assert alone.gain_weight == 0 and alone.heldout_spearman == pytest.approx(helpful.head_spearman)
-    noise = scorer.train_head(x, rng.normal(size=160), groups, "B1", scorer.ScorerConfig(), gain=rng.normal(size=160))
+    noise = scorer.train_head(x, rng.normal(size=160), groups, "B1", blending, gain=rng.normal(size=160))
     assert noise.heldout_p_value > 0.05
 
 
