@@ -36,7 +36,7 @@ from prism_assets.core.contracts import VALUATION_PROOF
 from prism_assets.core.storage import Lakehouse
 from prism_assets.distill.student import load_student
 from prism_assets.teacher.backends import load_teacher
-from prism_assets.valuation import proof
+from prism_assets.valuation import proof, rounds
 
 
 def main() -> None:
@@ -116,12 +116,10 @@ def main() -> None:
         print()
         print("\n".join(proof.summary_lines(proof.summarize(table, name), name)))
     heads = store.read_table("scorer_weights", None, pc.field("round") == args.round)
-    gain_weights = (heads.column("gain_weight").to_pylist() if "gain_weight" in heads.schema.names
-                    else [None] * heads.num_rows)  # heads written before the blend
     print("scorer held-out Spearman with LP labels: " + ", ".join(
         f"{s} {r:+.2f} ({n} labels{f', gain weight {w:g}' if w else ''})" for s, r, n, w in zip(
             *(heads.column(c).to_pylist() for c in ("skill_bucket", "heldout_spearman", "training_rows")),
-            gain_weights)))
+            rounds.gain_weights(heads))))
     if args.store:  # the asset's streams only
         table = table.filter(pc.is_in(table.column("stream"), pa.array(proof.STREAMS)))
         store.replace_partition("valuation_proof", VALUATION_PROOF, lambda: [table], "round", args.round)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
@@ -69,6 +70,11 @@ class TeacherResource(dg.ConfigurableResource):
 
 
 def config_values(config: dg.Config, target: type) -> dict:
-    """The fields of a Dagster config that a core parameter class takes, by name (never by position)."""
-    names = {f for f in getattr(target, "__dataclass_fields__", {})}
-    return {name: value for name, value in config.model_dump().items() if name in names}
+    """The fields of a Dagster config that a core parameter class takes, by name (never by position). A list (what
+    Dagster config holds) becomes a tuple where the core field's default is one: core configs are frozen."""
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    return {
+        name: tuple(value) if isinstance(value, list) and isinstance(fields[name].default, tuple) else value
+        for name, value in config.model_dump().items()
+        if name in fields
+    }

@@ -360,6 +360,13 @@ def train_heads(store: Lakehouse, round_: int, config: scorer.ScorerConfig) -> p
     return pa.Table.from_pylist(rows, SCORER_WEIGHTS)
 
 
+def gain_weights(heads: pa.Table) -> list[float]:
+    """Each scorer_weights row's gain_weight; heads written before the blend existed are the head alone (0)."""
+    if "gain_weight" not in heads.schema.names:
+        return [0.0] * heads.num_rows
+    return [weight or 0.0 for weight in heads.column("gain_weight").to_pylist()]
+
+
 NEUTRAL_UTILITY = 0.5  # a bucket whose head does not rank better than chance: every prompt the same weight
 
 
@@ -392,17 +399,14 @@ def utility_table(store: Lakehouse, round_: int, max_p_value: float = 0.05) -> t
         names = heads.column("feature_names")[0].as_py()  # the names the heads trained on
         x = scorer_inputs(store, ids, round_, names)
         gain = heldout_gain(x, names)
-        # heads written before the blend: the head alone
-        gain_weights = (heads.column("gain_weight").to_pylist() if "gain_weight" in heads.schema.names
-                        else [None] * heads.num_rows)
         for skill, weights, gain_weight in zip(heads.column("skill_bucket").to_pylist(),
-                                               heads.column("weights").to_pylist(), gain_weights):
+                                               heads.column("weights").to_pylist(), gain_weights(heads)):
             mine = skills == skill
             if not mine.any():
                 continue
             if trusted.get(skill):
                 prediction = scorer.predict(scorer.from_bytes(weights), x[mine])
-                utility[mine] = prediction if gain is None else scorer.blend(prediction, gain[mine], gain_weight or 0.0)
+                utility[mine] = prediction if gain is None else scorer.blend(prediction, gain[mine], gain_weight)
             else:
                 utility[mine] = NEUTRAL_UTILITY
         used = [s for s in SKILL_BUCKETS if trusted.get(s)]

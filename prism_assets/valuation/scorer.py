@@ -191,23 +191,22 @@ def train_head(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, bucket: st
     weights = np.ones(len(labels)) if fallback else np.where(own, 1.0, config.other_buckets_weight)
     judged = np.ones(len(labels), bool) if fallback else own
     predicted, fold = out_of_fold(x, labels, groups, weights, judged, config, embedding_dims, config.seed)
-    ok = ~np.isnan(predicted[judged]).any()
-    head_rho = spearman(predicted[judged], labels[judged])[0] if ok else float("nan")
-    rho, p_value, gain_weight = float("nan"), float("nan"), 0.0
-    choosing = gain is not None and len(config.gain_weights) > 1 and ok
-    if ok and not choosing:
-        rho, p_value = spearman(predicted[judged], labels[judged])
-    elif choosing:
-        scores = np.full(len(labels), np.nan, np.float32)
-        for k in range(config.folds):
-            held, train = judged & (fold == k), fold != k
-            inner, _ = out_of_fold(x[train], labels[train], groups[train], weights[train], judged[train], config,
-                                   embedding_dims, config.seed + 1 + k)
-            mine = judged[train] & ~np.isnan(inner)
-            weight = best_gain_weight(inner[mine], gain[train][mine], labels[train][mine], config.gain_weights)
-            scores[held] = blend(predicted[held], gain[held], weight)
+    rho = p_value = head_rho = float("nan")
+    gain_weight = 0.0
+    if not np.isnan(predicted[judged]).any():
+        head_rho = spearman(predicted[judged], labels[judged])[0]
+        scores = predicted
+        if gain is not None and len(config.gain_weights) > 1:
+            scores = predicted.copy()
+            for k in range(config.folds):
+                held, train = judged & (fold == k), fold != k
+                inner, _ = out_of_fold(x[train], labels[train], groups[train], weights[train], judged[train], config,
+                                       embedding_dims, config.seed + 1 + k)
+                mine = judged[train] & ~np.isnan(inner)
+                weight = best_gain_weight(inner[mine], gain[train][mine], labels[train][mine], config.gain_weights)
+                scores[held] = blend(predicted[held], gain[held], weight)
+            gain_weight = best_gain_weight(predicted[judged], gain[judged], labels[judged], config.gain_weights)
         rho, p_value = spearman(scores[judged], labels[judged])
-        gain_weight = best_gain_weight(predicted[judged], gain[judged], labels[judged], config.gain_weights)
     used = weights > 0
     head = fit(x[used], ranks_within(labels[used], groups[used]), config, weights[used], embedding_dims)
     return TrainedHead(head, int(judged.sum()), rho, p_value, fallback, predicted, head_rho, gain_weight)

@@ -324,10 +324,10 @@ def build(parts: Partitions) -> list:
         ],
         **asset_attributes("scorer_weights", STAGE),
         description="One MLP head per skill bucket over embedding + features → utility_score in [0, 1], "
-        "trained on the round's LP labels (percentile ranks; other buckets' labels down-weighted), blended with "
-        "the held-out step gain at a weight chosen per bucket; safetensors weights with training rows and the "
-        "out-of-fold Spearman with the labels (nested: the weight chosen within the folds) and its p-value. A bucket "
-        "with too few labels uses the all-bucket head.",
+        "trained on the round's LP labels (percentile ranks; other buckets' labels down-weighted); safetensors "
+        "weights with training rows and the out-of-fold Spearman with the labels and its p-value. Optionally "
+        "(gain_weights with more than one weight; off by default) blended with the held-out step gain at a weight "
+        "chosen per bucket within the folds. A bucket with too few labels uses the all-bucket head.",
     )
     def scorer_weights(
         context: dg.AssetExecutionContext, config: HeadsConfig, lakehouse: LakehouseResource
@@ -337,10 +337,8 @@ def build(parts: Partitions) -> list:
         table = SCORER_WEIGHTS.empty_table()
         if round_ > 0:
             try:
-                values = config_values(config, scorer.ScorerConfig)
-                table = rounds.train_heads(
-                    store, round_, scorer.ScorerConfig(**{**values, "gain_weights": tuple(config.gain_weights)})
-                )
+                settings = scorer.ScorerConfig(**config_values(config, scorer.ScorerConfig))
+                table = rounds.train_heads(store, round_, settings)
             except rounds.MissingInput as err:
                 raise dg.Failure(description=str(err)) from err
         commit = store.replace_partition("scorer_weights", SCORER_WEIGHTS, lambda: [table], "round", round_)
@@ -383,11 +381,10 @@ def build(parts: Partitions) -> list:
             ),
         ],
         **asset_attributes("prompt_utility", STAGE),
-        description="utility_score of every candidate prompt for a round (its bucket's head blended with the "
-        "held-out step gain at the head's gain_weight, when it ranks held-out labels better than chance; otherwise "
-        "neutral) and a difficulty proxy (teacher window entropy, "
-        "percentile within the bucket): what sampling_manifest round r samples by. Round 0: utility 0 (uniform "
-        "within quotas).",
+        description="utility_score of every candidate prompt for a round (its bucket's head's prediction, "
+        "reordered by the held-out step gain where the head has a gain_weight, when the head ranks held-out labels "
+        "better than chance; otherwise neutral) and a difficulty proxy (teacher window entropy, percentile within "
+        "the bucket): what sampling_manifest round r samples by. Round 0: utility 0 (uniform within quotas).",
     )
     def prompt_utility(
         context: dg.AssetExecutionContext, config: UtilityConfig, lakehouse: LakehouseResource
@@ -449,13 +446,11 @@ def build(parts: Partitions) -> list:
         table = VALUATION_PROOF.empty_table()
         if round_ > 0:
             loaded = teacher.get()
-            settings = config_values(config, proof.ProofConfig)
-            settings["seeds"] = tuple(settings["seeds"])
             try:
                 table = proof.run(
                     store,
                     round_,
-                    proof.ProofConfig(**settings),
+                    proof.ProofConfig(**config_values(config, proof.ProofConfig)),
                     loaded,
                     lambda: fresh_student(loaded),
                     context.log.info,
