@@ -8,14 +8,14 @@ tokens on the kl_slice's evaluation half (see prism_assets/valuation/proof.py).
 Needs a lakehouse with prompt_utility for the round (`make demo` builds round 1). Prints the curves' ends per seed,
 the tokens the scored stream needs to reach the uniform stream's final KL, and the heads' held-out Spearman with
 the LP labels; `--output` writes the curves as JSON, `--store` also writes them to the lakehouse's valuation_proof
-table (as materializing the asset would). Diagnostics trained the same way: `--extra-tau 6` (the scored stream
-sampled with a sharper utility temperature) and `--oracle` (the labelled prompts with the highest / lowest /
-random measured LP labels: the ceiling a perfect scorer could reach; and the top labelled prompts of each skill
-bucket in the uniform stream's bucket mix: that ceiling under the quotas). `--skill-mix learning_progress` samples
-the scored stream under skill targets tuned from the round's LP labels (within mixture.yaml's ranges);
-`--uniform-in-lp-mix` also trains on the uniform stream under those targets (the mix alone). `--unlabelled-only`
-leaves the round's labelled prompts out of every stream: a head refitted on every label reproduces the order of
-the labels it was fitted on, so this isolates what the heads predict for prompts they never saw labelled.
+table (as materializing the asset would). Diagnostics trained the same way: `--extra-tau 6` (the scored stream sampled
+with a sharper utility temperature) and `--oracle` (the labelled prompts with the highest / lowest / random measured LP
+labels: the ceiling a perfect scorer could reach; and the top labelled prompts of each skill bucket in the bucket mix of
+the scored stream's skill targets: that ceiling under the quotas). `--skill-mix learning_progress` samples the scored
+stream under skill targets tuned from the round's LP labels (within mixture.yaml's ranges); `--uniform-in-lp-mix` also
+trains on the uniform stream under those targets (the mix alone). `--unlabelled-only` leaves the round's labelled
+prompts out of every stream: a head refitted on every label reproduces the order of the labels it was fitted on, so this
+isolates what the heads predict for prompts they never saw labelled.
 """
 
 from __future__ import annotations
@@ -59,9 +59,9 @@ def main() -> None:
                         help="diagnostic: also train on the scored stream rebuilt at these utility temperatures")
     parser.add_argument("--oracle", nargs="*", choices=proof.ORACLES, metavar="KIND",
                         help="diagnostic: also train on the labelled prompts with the highest / lowest / random LP "
-                        "labels (what a perfect scorer could do), and on each bucket's highest in the uniform "
-                        f"stream's bucket mix (the same under the quotas); kinds {', '.join(proof.ORACLES)}, "
-                        "none named: all")
+                        "labels (what a perfect scorer could do), and on each bucket's highest in the bucket mix "
+                        "of the scored stream's skill targets (the same under the quotas); kinds "
+                        f"{', '.join(proof.ORACLES)}, none named: all")
     parser.add_argument("--skill-mix", choices=("mixture", "learning_progress"), default=defaults.skill_mix,
                         help="skill targets of the scored stream: mixture.yaml's, or tuned within its ranges from "
                         "the round's LP labels (the uniform stream keeps mixture.yaml's)")

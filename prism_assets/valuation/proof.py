@@ -138,8 +138,9 @@ def oracle_streams(store: Lakehouse, round_: int, config: ProofConfig) -> dict[t
     ceiling for the heads (which only see a prompt's embedding and features).
 
     Those three ignore the quotas; `oracle_top_in_mix` keeps them: per skill bucket, the bucket's top-LP labelled
-    prompts, as many as the seed's uniform stream holds of that bucket (fewer where the bucket has fewer labels). The
-    heads only reorder prompts within their bucket's quota, so this is their ceiling under the quota grid."""
+    prompts, as many as the seed's uniform stream under the scored stream's skill targets (`skill_mix`) holds of
+    that bucket (fewer where the bucket has fewer labels). The heads only reorder prompts within their bucket's
+    quota, so this is their ceiling under the quota grid the scored stream samples."""
     labels = store.read_table("lp_labels", ["prompt_id", "skill_bucket", "lp_value"], pc.field("round") == round_)
     short = short_prompts(store, labels.column("prompt_id"), config.max_prompt_tokens)
     rows = sorted(((p, b, v) for p, b, v in zip(*(labels.column(c).to_pylist() for c in labels.column_names))
@@ -155,7 +156,7 @@ def oracle_streams(store: Lakehouse, round_: int, config: ProofConfig) -> dict[t
         streams[("oracle_top", seed)] = rng.permutation(ranked[:count]).tolist()
         streams[("oracle_bottom", seed)] = rng.permutation(ranked[-count:]).tolist()
         streams[("oracle_random", seed)] = rng.permutation(ranked)[:count].tolist()
-        uniform = stream(store, 0, seed, config.steps * config.batch_size, config)
+        uniform = stream(store, 0, seed, config.steps * config.batch_size, config, config.skill_mix, round_)
         buckets = store.read_table("bucket_labels", ["id", "skill_bucket"], pc.is_in(pc.field("id"), pa.array(uniform)))
         bucket_of = dict(zip(buckets.column("id").to_pylist(), buckets.column("skill_bucket").to_pylist()))
         mix = Counter(bucket_of[p] for p in uniform)

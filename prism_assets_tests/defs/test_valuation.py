@@ -151,17 +151,19 @@ def test_the_oracle_streams_rank_labelled_prompts_by_their_measured_progress(sam
     assert len(top) == len(bottom) == 6 and not set(top) & set(bottom)
     assert min(labels[p] for p in top) >= max(labels[p] for p in bottom)
     assert sorted(streams[("oracle_top", 1)]) == sorted(top)  # the same prompts, shuffled per seed
-    # under the quotas: each bucket's best labels, as many as the uniform stream holds of that bucket
-    config = proof.ProofConfig(seeds=(0,), steps=2, batch_size=3)
+    # under the quotas: each bucket's best labels, as many as the uniform stream under the scored stream's skill
+    # targets holds of that bucket
     bucket = dict(query(sampled, "SELECT id, skill_bucket FROM bucket_labels"))
-    uniform = Counter(bucket[p] for p in proof.stream(sampled, 0, 0, 6, config))
-    in_mix = streams[("oracle_top_in_mix", 0)]
-    short = proof.short_prompts(sampled, pa.array(list(labels)), config.max_prompt_tokens)
-    by_bucket = {b: [v for p, v in labels.items() if bucket[p] == b and p in short] for b in uniform}
-    assert Counter(bucket[p] for p in in_mix) == {b: min(n, len(by_bucket[b])) for b, n in uniform.items()}
-    for b in uniform:
-        chosen = [labels[p] for p in in_mix if bucket[p] == b]
-        assert sorted(chosen) == sorted(by_bucket[b])[len(by_bucket[b]) - len(chosen):]
+    for skill_mix in ("mixture", "learning_progress"):
+        config = proof.ProofConfig(seeds=(0,), steps=2, batch_size=3, skill_mix=skill_mix)
+        uniform = Counter(bucket[p] for p in proof.stream(sampled, 0, 0, 6, config, skill_mix, 1))
+        in_mix = proof.oracle_streams(sampled, 1, config)[("oracle_top_in_mix", 0)]
+        short = proof.short_prompts(sampled, pa.array(list(labels)), config.max_prompt_tokens)
+        by_bucket = {b: [v for p, v in labels.items() if bucket[p] == b and p in short] for b in uniform}
+        assert Counter(bucket[p] for p in in_mix) == {b: min(n, len(by_bucket[b])) for b, n in uniform.items()}
+        for b in uniform:
+            chosen = [labels[p] for p in in_mix if bucket[p] == b]
+            assert sorted(chosen) == sorted(by_bucket[b])[len(by_bucket[b]) - len(chosen):]
 
 
 def test_the_proof_can_leave_the_labelled_prompts_out_of_both_streams(sampled):
