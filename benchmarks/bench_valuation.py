@@ -15,7 +15,9 @@ the scored stream's skill targets: that ceiling under the quotas). `--skill-mix 
 stream under skill targets tuned from the round's LP labels (within mixture.yaml's ranges); `--uniform-in-lp-mix` also
 trains on the uniform stream under those targets (the mix alone). `--unlabelled-only` leaves the round's labelled
 prompts out of every stream: a head refitted on every label reproduces the order of the labels it was fitted on, so this
-isolates what the heads predict for prompts they never saw labelled.
+isolates what the heads predict for prompts they never saw labelled. `--suites N` replays N items of the reasoning and
+of the format validation suite on the teacher, the starting student and every trained student (greedy answers,
+prism_assets/distill/suite_eval.py): can the streams move what the student writes, not only its KL?
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch
 
 from prism_assets.core.contracts import VALUATION_PROOF
 from prism_assets.core.storage import Lakehouse
+from prism_assets.distill import suite_eval
 from prism_assets.distill.student import load_student
 from prism_assets.teacher.backends import load_teacher
 from prism_assets.valuation import proof, rounds
@@ -83,6 +86,10 @@ def main() -> None:
     parser.add_argument("--unlabelled-only", action="store_true",
                         help="every stream leaves out the round's labelled prompts (the heads rank those by their "
                         "own labels), so the scored stream measures the heads' predictions alone")
+    parser.add_argument("--suites", type=int, default=0, metavar="N",
+                        help="replay N items of each checkable suite (reasoning, format) on the teacher and every "
+                        "student (0: off)")
+    parser.add_argument("--suite-new-tokens", type=int, default=192, help="greedy answer length of --suites")
     parser.add_argument("--output", help="also write every curve as JSON here")
     parser.add_argument("--store", action="store_true", help="also write the curves to valuation_proof")
     args = parser.parse_args()
@@ -110,11 +117,29 @@ def main() -> None:
         extra |= {key: ids for key, ids in proof.oracle_streams(store, args.round, config).items()
                   if key[0] in (args.oracle or proof.ORACLES)}
     started = time.perf_counter()
-    table = proof.run(store, args.round, config, load_teacher(), lambda: load_student(device="cpu")[0],
-                      lambda line: print(f"[{time.perf_counter() - started:6.0f} s] {line}", flush=True), extra)
+    teacher, scores = load_teacher(), {}
+
+    def log(line: str) -> None:
+        print(f"[{time.perf_counter() - started:6.0f} s] {line}", flush=True)
+
+    def replay_suites(name: str, seed: int | None, model) -> None:
+        scores[(name, seed)] = suite_eval.evaluate(model, teacher.tokenizer, items, teacher.eos_ids, teacher.pad_id,
+                                                   args.suite_new_tokens)
+        log(f"suites, {name}{'' if seed is None else f' seed {seed}'}: " + suite_line(scores[(name, seed)]))
+
+    if args.suites:
+        items = proof.suite_items(store, teacher, args.suites, config.max_prompt_tokens)
+        replay_suites("teacher", None, teacher.model)
+    table = proof.run(store, args.round, config, teacher, lambda: load_student(device="cpu")[0], log, extra,
+                      replay_suites if args.suites else None)
     for name in dict.fromkeys(["scored", *(name for name, _ in extra)]):
         print()
         print("\n".join(proof.summary_lines(proof.summarize(table, name), name)))
+    if scores:
+        print()
+        for name in dict.fromkeys(name for name, _ in scores):
+            pooled = suite_eval.pool([score for (stream, _), score in scores.items() if stream == name])
+            print(f"suites, {name} ({sum(stream == name for stream, _ in scores)} runs pooled): {suite_line(pooled)}")
     heads = store.read_table("scorer_weights", None, pc.field("round") == args.round)
     print("scorer held-out Spearman with LP labels: " + ", ".join(
         f"{s} {r:+.2f} ({n} labels{f', gain weight {w:g}' if w else ''})" for s, r, n, w in zip(
@@ -126,6 +151,12 @@ def main() -> None:
     if args.output:
         curves = proof.curves(table)
         Path(args.output).write_text(json.dumps({f"{k[0]}-{k[1]}": v for k, v in curves.items()}, indent=1))
+
+
+def suite_line(scores: dict[str, suite_eval.SuiteScore]) -> str:
+    return "; ".join(f"{s.suite} {s.passed}/{s.items} ({100 * s.pass_rate:.1f}%)"
+                     + (f", instructions {100 * s.instruction_rate:.1f}%" if s.suite == "format" else "")
+                     for s in scores.values())
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from prism_assets.core.storage import Lakehouse
 from prism_assets.curation.sampling import manifest
 from prism_assets.curation.sampling.sampler import DEFAULT_TAU
 from prism_assets.distill.loader import batches
+from prism_assets.distill.suite_eval import SuiteItem
 from prism_assets.distill.train import DistillConfig, HeldOut, held_out, train
 from prism_assets.valuation import progress
 from prism_assets.valuation.rounds import heldout_prompts, labelling_student, messages_of
@@ -184,11 +185,25 @@ def weighted_like_mixture(store: Lakehouse, heldout: HeldOut) -> HeldOut:
     return heldout.weighted(bucket_of, targets)
 
 
+def suite_items(store: Lakehouse, teacher, per_suite: int, max_prompt_tokens: int = 256) -> list[SuiteItem]:
+    """Up to `per_suite` items of each checkable validation suite (reasoning, format) with prompts of at most
+    `max_prompt_tokens`, the first by prompt id (a hash: no source comes first), rendered for `teacher`."""
+    rows = store.read_table("validation_sets", ["prompt_id", "suite", "messages", "checker", "reference_answer",
+                                                "checker_args"],
+                            pc.is_in(pc.field("suite"), pa.array(["reasoning", "format"]))
+                            & (pc.field("prompt_tokens_est") <= max_prompt_tokens)).sort_by("prompt_id").to_pylist()
+    return [SuiteItem(r["prompt_id"], suite, teacher.prompt_ids(r["messages"]), r["checker"], r["reference_answer"],
+                      r["checker_args"])
+            for suite in ("reasoning", "format") for r in [r for r in rows if r["suite"] == suite][:per_suite]]
+
+
 def run(store: Lakehouse, round_: int, config: ProofConfig, teacher, new_student: Callable[[], torch.nn.Module],
-        log: Callable[[str], None] = print, extra_streams: dict[tuple[str, int], list[str]] | None = None
-        ) -> pa.Table:
+        log: Callable[[str], None] = print, extra_streams: dict[tuple[str, int], list[str]] | None = None,
+        on_trained: Callable[[str, int | None, torch.nn.Module], None] | None = None) -> pa.Table:
     """valuation_proof rows of one round: every evaluation of every (stream, seed) training run — the uniform and
-    the scored stream, and any `extra_streams` (diagnostics such as `oracle_streams`) trained the same way."""
+    the scored stream, and any `extra_streams` (diagnostics such as `oracle_streams`) trained the same way.
+    `on_trained(stream, seed, student)` sees the starting student (stream "start", seed None) and each trained one,
+    e.g. to replay the reasoning and format suites on it (`suite_items`)."""
     streams = {**proof_streams(store, round_, config), **(extra_streams or {})}
     evaluation = heldout_prompts(store, "evaluation", config.heldout_prompts)
     if not evaluation:
@@ -204,6 +219,8 @@ def run(store: Lakehouse, round_: int, config: ProofConfig, teacher, new_student
         optimizer_state = warm_optimizer if config.carry_optimizer else None
         log(f"proof round {round_}: both streams start from the round's labelling student ({steps} warm-up steps"
             + (", continuing its optimizer)" if config.carry_optimizer else ", a fresh optimizer each)"))
+    if on_trained:
+        on_trained("start", None, start)
     wanted = sorted({i for ids in streams.values() for i in ids})
     log(f"proof round {round_}: held-out {len(evaluation)} prompts ({heldout.batch.tokens} tokens, weighted by "
         f"{config.heldout_weighting}); the teacher "
@@ -219,7 +236,8 @@ def run(store: Lakehouse, round_: int, config: ProofConfig, teacher, new_student
         logits = {i: answers[i].teacher_logits for i in kept}
         distill = DistillConfig(signal="online", loss="dense", steps=config.steps, batch_size=config.batch_size,
                                 learning_rate=config.learning_rate, seed=seed, eval_every=config.eval_every)
-        curve = train(copy.deepcopy(start),
+        student = copy.deepcopy(start)
+        curve = train(student,
                       lambda examples=examples: batches(examples, config.batch_size, teacher.pad_id), distill, heldout,
                       lambda batch, logits=logits: torch.cat([logits[k] for k in batch.prompt_ids]).float(),
                       log=lambda line: None, optimizer_state=optimizer_state)
@@ -228,6 +246,8 @@ def run(store: Lakehouse, round_: int, config: ProofConfig, teacher, new_student
                   "heldout_prompts": len(evaluation), "config_json": settings} for p in curve]
         log(f"proof round {round_}, seed {seed}, {name}: held-out KL {curve[0].heldout_kl:.4f} → "
             f"{curve[-1].heldout_kl:.4f} over {curve[-1].tokens:,} tokens")
+        if on_trained:
+            on_trained(name, seed, student)
     return pa.Table.from_pylist(rows, VALUATION_PROOF)
 
 

@@ -154,11 +154,11 @@ def test_the_oracle_streams_rank_labelled_prompts_by_their_measured_progress(sam
     # under the quotas: each bucket's best labels, as many as the uniform stream under the scored stream's skill
     # targets holds of that bucket
     bucket = dict(query(sampled, "SELECT id, skill_bucket FROM bucket_labels"))
+    short = proof.short_prompts(sampled, pa.array(list(labels)), proof.ProofConfig().max_prompt_tokens)
     for skill_mix in ("mixture", "learning_progress"):
         config = proof.ProofConfig(seeds=(0,), steps=2, batch_size=3, skill_mix=skill_mix)
         uniform = Counter(bucket[p] for p in proof.stream(sampled, 0, 0, 6, config, skill_mix, 1))
         in_mix = proof.oracle_streams(sampled, 1, config)[("oracle_top_in_mix", 0)]
-        short = proof.short_prompts(sampled, pa.array(list(labels)), config.max_prompt_tokens)
         by_bucket = {b: [v for p, v in labels.items() if bucket[p] == b and p in short] for b in uniform}
         assert Counter(bucket[p] for p in in_mix) == {b: min(n, len(by_bucket[b])) for b, n in uniform.items()}
         for b in uniform:
@@ -241,3 +241,29 @@ def test_the_proof_can_weigh_the_held_out_slice_like_the_stream(sampled):
         inside = weights[position_bucket == bucket]
         assert inside.sum() == pytest.approx(targets[bucket] / sum(targets[b] for b in present))
         assert np.allclose(inside, inside[0])  # alike within the bucket, whatever its prompts' lengths
+
+
+def test_the_proof_can_replay_the_reasoning_and_format_suites_on_every_student(sampled, teacher):
+    from prism_assets.distill import suite_eval
+    from prism_assets.distill.student import load_student
+    from prism_assets.valuation import proof
+
+    items = proof.suite_items(sampled, teacher, 2)
+    assert [i.suite for i in items] == ["reasoning", "reasoning", "format", "format"]
+    assert {i.checker for i in items[:2]} <= {"gsm8k", "math_boxed"} and {i.checker for i in items[2:]} == {"ifeval"}
+    stored = {r["prompt_id"]: r for r in sampled.read_table("validation_sets").to_pylist()}
+    for i in items:
+        assert i.prompt_ids == teacher.prompt_ids(stored[i.prompt_id]["messages"])  # rendered as the teacher reads it
+        assert i.suite == stored[i.prompt_id]["suite"] and i.checker == stored[i.prompt_id]["checker"]
+
+    scores = {}
+    config = proof.ProofConfig(seeds=(0,), steps=1, batch_size=1, eval_every=1, heldout_prompts=2, heldout_tokens=4,
+                               max_new_tokens=4)
+    proof.run(sampled, 1, config, teacher, lambda: load_student(device="cpu")[0], lambda line: None,
+              on_trained=lambda name, seed, student: scores.setdefault(
+                  (name, seed), suite_eval.evaluate(student, teacher.tokenizer, items, teacher.eos_ids,
+                                                    teacher.pad_id, max_new_tokens=8)))
+    assert list(scores) == [("start", None), ("uniform", 0), ("scored", 0)]
+    for run in scores.values():
+        assert [(s.suite, s.items) for s in run.values()] == [("format", 2), ("reasoning", 2)]
+        assert run["format"].instructions >= 2 and run["reasoning"].instructions == 2
