@@ -151,19 +151,27 @@ def test_the_oracle_streams_rank_labelled_prompts_by_their_measured_progress(sam
     assert len(top) == len(bottom) == 6 and not set(top) & set(bottom)
     assert min(labels[p] for p in top) >= max(labels[p] for p in bottom)
     assert sorted(streams[("oracle_top", 1)]) == sorted(top)  # the same prompts, shuffled per seed
-    # under the quotas: each bucket's best labels, as many as the uniform stream under the scored stream's skill
-    # targets holds of that bucket
-    bucket = dict(query(sampled, "SELECT id, skill_bucket FROM bucket_labels"))
-    short = proof.short_prompts(sampled, pa.array(list(labels)), proof.ProofConfig().max_prompt_tokens)
-    for skill_mix in ("mixture", "learning_progress"):
-        config = proof.ProofConfig(seeds=(0,), steps=2, batch_size=3, skill_mix=skill_mix)
-        uniform = Counter(bucket[p] for p in proof.stream(sampled, 0, 0, 6, config, skill_mix, 1))
-        in_mix = proof.oracle_streams(sampled, 1, config)[("oracle_top_in_mix", 0)]
-        by_bucket = {b: [v for p, v in labels.items() if bucket[p] == b and p in short] for b in uniform}
-        assert Counter(bucket[p] for p in in_mix) == {b: min(n, len(by_bucket[b])) for b, n in uniform.items()}
-        for b in uniform:
-            chosen = [labels[p] for p in in_mix if bucket[p] == b]
-            assert sorted(chosen) == sorted(by_bucket[b])[len(by_bucket[b]) - len(chosen):]
+    assert_top_in_mix_keeps_the_quotas(sampled, proof.ProofConfig(seeds=(0,), steps=2, batch_size=3))
+
+
+def assert_top_in_mix_keeps_the_quotas(store, config) -> Counter:
+    """oracle_top_in_mix: each bucket's best labels, as many as the uniform stream under the scored stream's skill
+    targets holds of that bucket. Returns its bucket counts."""
+    from prism_assets.valuation import proof
+
+    labels = dict(query(store, "SELECT prompt_id, lp_value FROM lp_labels WHERE round = 1"))
+    bucket = dict(query(store, "SELECT id, skill_bucket FROM bucket_labels"))
+    short = proof.short_prompts(store, pa.array(list(labels)), config.max_prompt_tokens)
+    count = config.steps * config.batch_size
+    uniform = Counter(bucket[p] for p in proof.stream(store, 0, 0, count, config, config.skill_mix, 1))
+    top = proof.oracle_streams(store, 1, config)[("oracle_top_in_mix", 0)]
+    in_mix = Counter(bucket[p] for p in top)
+    by_bucket = {b: [v for p, v in labels.items() if bucket[p] == b and p in short] for b in uniform}
+    assert in_mix == {b: min(n, len(by_bucket[b])) for b, n in uniform.items()}
+    for b in uniform:
+        chosen = [labels[p] for p in top if bucket[p] == b]
+        assert sorted(chosen) == sorted(by_bucket[b])[len(by_bucket[b]) - len(chosen):]
+    return in_mix
 
 
 def test_the_proof_can_leave_the_labelled_prompts_out_of_both_streams(sampled):
@@ -202,6 +210,10 @@ def test_the_proof_can_sample_under_the_skill_mix_the_labels_tune(sampled, tmp_p
     streams = proof.proof_streams(planted, 1, config)  # the scored stream samples under the tuned mix
     assert streams[("scored", 0)] == proof.stream(planted, 1, 0, 6, config, "learning_progress")
     assert streams[("uniform", 0)] == proof.stream(planted, 0, 0, 6, config)
+    # the labels' own top keeps the tuned quotas too (with the fixture's own labels the tuned mix is mixture.yaml's)
+    few = replace(config, steps=6)  # 18 prompts: fewer per bucket than the planted labels
+    assert assert_top_in_mix_keeps_the_quotas(planted, few) != assert_top_in_mix_keeps_the_quotas(
+        planted, replace(few, skill_mix="mixture"))
 
 
 def test_valuation_show_prints_the_round(sampled):
